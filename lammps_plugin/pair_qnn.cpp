@@ -1,0 +1,281 @@
+/* ----------------------------------------------------------------------
+   pair_style qnn: see pair_qnn.h and docs/lammps.md.
+------------------------------------------------------------------------- */
+#include "pair_qnn.h"
+
+#include "atom.h"
+#include "comm.h"
+#include "error.h"
+#include "force.h"
+#include "memory.h"
+#include "neigh_list.h"
+#include "neighbor.h"
+#include "update.h"
+
+#include "qnn/engine.hpp"
+#include "qnn/error.hpp"
+#include "qnn/graph.hpp"
+#include "qnn/model.hpp"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+using namespace LAMMPS_NS;
+
+// Core objects and buffers, reused across steps.
+struct LAMMPS_NS::QNNImpl {
+  qnn::Model model;
+  std::unique_ptr<qnn::Engine<double>> engine;
+  qnn::NeighborGraph graph;
+  qnn::EvalResult result;
+  std::vector<int> graph2atom;    // (graph.ntotal) LAMMPS index of each graph atom
+  std::vector<int> atom2graph;    // (nall) graph index of each LAMMPS atom, -1 if absent
+};
+
+/* ---------------------------------------------------------------------- */
+
+PairQNN::PairQNN(LAMMPS *lmp) : Pair(lmp), impl(nullptr), cutoff(0.0), nthreads(-1)
+{
+  single_enable = 0;
+  restartinfo = 0;
+  one_coeff = 1;
+  manybody_flag = 1;
+  no_virial_fdotr_compute = 1;
+  centroidstressflag = CENTROID_NOTAVAIL;
+  comm_reverse = 3;
+}
+
+PairQNN::~PairQNN()
+{
+  delete impl;
+  if (allocated) {
+    memory->destroy(setflag);
+    memory->destroy(cutsq);
+  }
+}
+
+void PairQNN::allocate()
+{
+  allocated = 1;
+  const int n = atom->ntypes;
+  memory->create(setflag, n + 1, n + 1, "pair:setflag");
+  memory->create(cutsq, n + 1, n + 1, "pair:cutsq");
+  for (int i = 1; i <= n; i++)
+    for (int j = i; j <= n; j++) setflag[i][j] = 0;
+  map = new int[n + 1];
+}
+
+/* ----------------------------------------------------------------------
+   pair_style qnn <model.qnn> [threads N]
+------------------------------------------------------------------------- */
+
+void PairQNN::settings(int narg, char **arg)
+{
+  if (narg < 1) error->all(FLERR, "Illegal pair_style qnn command: expected 'pair_style qnn <model.qnn> [threads N]'");
+  model_path = arg[0];
+  int iarg = 1;
+  while (iarg < narg) {
+    if (strcmp(arg[iarg], "threads") == 0) {
+      if (iarg + 1 >= narg) error->all(FLERR, "pair_style qnn: 'threads' needs a value");
+      nthreads = utils::inumeric(FLERR, arg[iarg + 1], false, lmp);
+      if (nthreads < 1) error->all(FLERR, "pair_style qnn: 'threads' must be >= 1");
+      iarg += 2;
+    } else {
+      error->all(FLERR, "pair_style qnn: unknown keyword '{}' (known: threads)", arg[iarg]);
+    }
+  }
+
+  delete impl;
+  impl = new QNNImpl;
+  try {
+    impl->model = qnn::read_model(model_path);
+    qnn::ensure_kokkos_initialized(nthreads);
+    impl->engine = std::make_unique<qnn::Engine<double>>(impl->model, qnn::ExecSpace::OpenMP);
+  } catch (const qnn::Error &e) {
+    error->all(FLERR, "pair_style qnn: {}", e.what());
+  }
+  cutoff = impl->model.rcut;
+  if (comm->me == 0) utils::logmesg(lmp, "pair_style qnn: loaded {}\n{}", model_path, qnn::describe(impl->model));
+}
+
+/* ----------------------------------------------------------------------
+   pair_coeff * * <element for each LAMMPS type> (NULL: not handled by qnn)
+------------------------------------------------------------------------- */
+
+void PairQNN::coeff(int narg, char **arg)
+{
+  if (!impl) error->all(FLERR, "pair_coeff for qnn before pair_style qnn");
+  if (!allocated) allocate();
+  if (narg != 2 + atom->ntypes)
+    error->all(FLERR,
+               "pair_coeff qnn needs '* *' followed by one element per atom type ({} types), "
+               "e.g. 'pair_coeff * * O H'; got {} element(s)",
+               atom->ntypes, narg - 2);
+  if (strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
+    error->all(FLERR, "pair_coeff qnn must start with '* *', e.g. 'pair_coeff * * O H'");
+
+  type2species.assign(atom->ntypes + 1, -1);
+  std::string mapping;
+  for (int t = 1; t <= atom->ntypes; t++) {
+    const std::string name = arg[1 + t];
+    if (name == "NULL") {
+      mapping += fmt::format(" {}->NULL", t);
+      continue;
+    }
+    const int s = impl->model.species_index(name);
+    if (s < 0) {
+      std::string known;
+      for (const auto &sp : impl->model.species) known += " " + sp;
+      error->all(FLERR, "pair_coeff qnn: element '{}' (atom type {}) is not in model {} (species:{})",
+                 name, t, model_path, known);
+    }
+    type2species[t] = s;
+    mapping += fmt::format(" {}->{}", t, name);
+  }
+  map_element2type(narg - 2, arg + 2);
+  if (comm->me == 0) utils::logmesg(lmp, "pair_style qnn: type mapping{}\n", mapping);
+}
+
+/* ---------------------------------------------------------------------- */
+
+void PairQNN::init_style()
+{
+  if (strcmp(update->unit_style, "metal") != 0)
+    error->all(FLERR, "pair_style qnn models use 'units metal' (eV, Angstrom); the input uses 'units {}'",
+               update->unit_style);
+  if (atom->tag_enable == 0) error->all(FLERR, "pair_style qnn requires atom IDs (atom_modify id yes)");
+  neighbor->add_request(this, NeighConst::REQ_FULL);
+}
+
+double PairQNN::init_one(int i, int j)
+{
+  if (setflag[i][j] == 0) error->all(FLERR, "pair_style qnn: all pair coeffs are not set; use 'pair_coeff * * <elements>'");
+  return cutoff;
+}
+
+/* ----------------------------------------------------------------------
+   LAMMPS full neighbour list -> qnn graph -> engine -> f, energy, virial
+------------------------------------------------------------------------- */
+
+void PairQNN::compute(int eflag, int vflag)
+{
+  ev_init(eflag, vflag);
+
+  double **x = atom->x;
+  double **f = atom->f;
+  const int *type = atom->type;
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  const int inum = list->inum;
+  const int *ilist = list->ilist;
+  const int *numneigh = list->numneigh;
+  int **firstneigh = list->firstneigh;
+  const double rc2 = cutoff * cutoff;
+
+  // Graph atoms: the centres first (ilist order), then every neighbour as it is met.
+  qnn::NeighborGraph &g = impl->graph;
+  impl->atom2graph.assign(nall, -1);
+  impl->graph2atom.clear();
+  g.offsets.assign(1, 0);
+  g.neighbors.clear();
+  for (int ii = 0; ii < inum; ii++) {
+    const int i = ilist[ii];
+    if (type2species[type[i]] < 0) continue;
+    impl->atom2graph[i] = (int) impl->graph2atom.size();
+    impl->graph2atom.push_back(i);
+  }
+  g.nlocal = (int) impl->graph2atom.size();
+  for (int ii = 0; ii < inum; ii++) {
+    const int i = ilist[ii];
+    if (type2species[type[i]] < 0) continue;
+    const int *jlist = firstneigh[i];
+    for (int jj = 0; jj < numneigh[i]; jj++) {
+      const int j = jlist[jj] & NEIGHMASK;
+      if (type2species[type[j]] < 0) continue;
+      const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
+      if (dx * dx + dy * dy + dz * dz >= rc2) continue;
+      if (impl->atom2graph[j] < 0) {
+        impl->atom2graph[j] = (int) impl->graph2atom.size();
+        impl->graph2atom.push_back(j);
+      }
+      g.neighbors.push_back(impl->atom2graph[j]);
+    }
+    g.offsets.push_back((int) g.neighbors.size());
+  }
+  g.ntotal = (int) impl->graph2atom.size();
+  g.positions.resize(3 * (size_t) g.ntotal);
+  g.species.resize(g.ntotal);
+  for (int a = 0; a < g.ntotal; a++) {
+    const int i = impl->graph2atom[a];
+    for (int d = 0; d < 3; d++) g.positions[3 * a + d] = x[i][d];
+    g.species[a] = type2species[type[i]];
+  }
+
+  qnn::EvalOptions opt;
+  opt.atom_energy = eflag_atom != 0;
+  opt.atom_virial = vflag_atom != 0;
+  try {
+    g.build_reverse_index();
+    impl->engine->compute(g, impl->result, opt);
+  } catch (const qnn::Error &e) {
+    error->one(FLERR, "pair_style qnn: {}", e.what());
+  }
+  const qnn::EvalResult &r = impl->result;
+
+  // With newton off LAMMPS neither clears nor reverse-communicates ghost forces: we set
+  // them here and send them home in the reverse communication below.
+  if (!force->newton)
+    for (int i = nlocal; i < nall; i++) f[i][0] = f[i][1] = f[i][2] = 0.0;
+  for (int a = 0; a < g.ntotal; a++) {
+    const int i = impl->graph2atom[a];
+    for (int d = 0; d < 3; d++) f[i][d] += r.force[3 * a + d];
+  }
+  if (eflag_global) eng_vdwl += r.energy;
+  if (eflag_atom)
+    for (int a = 0; a < g.nlocal; a++) eatom[impl->graph2atom[a]] += r.atom_energy[a];
+  if (vflag_global)
+    for (int k = 0; k < 6; k++) virial[k] += r.virial[k];
+  if (vflag_atom)
+    for (int a = 0; a < g.ntotal; a++)
+      for (int k = 0; k < 6; k++) vatom[impl->graph2atom[a]][k] += r.atom_virial[6 * a + k];
+  if (!force->newton) comm->reverse_comm(this);
+}
+
+/* ---------------------------------------------------------------------- */
+
+int PairQNN::pack_reverse_comm(int n, int first, double *buf)
+{
+  int m = 0;
+  double **f = atom->f;
+  for (int i = first; i < first + n; i++) {
+    buf[m++] = f[i][0];
+    buf[m++] = f[i][1];
+    buf[m++] = f[i][2];
+  }
+  return m;
+}
+
+void PairQNN::unpack_reverse_comm(int n, int *list_, double *buf)
+{
+  int m = 0;
+  double **f = atom->f;
+  for (int i = 0; i < n; i++) {
+    const int j = list_[i];
+    f[j][0] += buf[m++];
+    f[j][1] += buf[m++];
+    f[j][2] += buf[m++];
+  }
+}
+
+double PairQNN::memory_usage()
+{
+  double bytes = Pair::memory_usage();
+  if (impl) {
+    bytes += (double) impl->graph.neighbors.capacity() * sizeof(int) * 2;
+    bytes += (double) impl->graph.positions.capacity() * sizeof(double);
+    bytes += (double) impl->result.force.capacity() * sizeof(double);
+  }
+  return bytes;
+}

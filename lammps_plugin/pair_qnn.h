@@ -1,0 +1,49 @@
+/* -*- c++ -*- ----------------------------------------------------------
+   pair_style qnn: quantized neural-network potentials (qnn core library).
+   Thin glue: LAMMPS neighbour list -> qnn::NeighborGraph -> qnn engine -> LAMMPS arrays.
+   See docs/lammps.md.
+------------------------------------------------------------------------- */
+#ifdef PAIR_CLASS
+// clang-format off
+PairStyle(qnn,PairQNN);
+// clang-format on
+#else
+
+#ifndef LMP_PAIR_QNN_H
+#define LMP_PAIR_QNN_H
+
+#include "pair.h"
+
+#include <string>
+#include <vector>
+
+namespace LAMMPS_NS {
+
+class PairQNN : public Pair {
+ public:
+  PairQNN(class LAMMPS *);
+  ~PairQNN() override;
+
+  void compute(int, int) override;
+  void settings(int, char **) override;
+  void coeff(int, char **) override;
+  void init_style() override;
+  double init_one(int, int) override;
+  int pack_reverse_comm(int, int, double *) override;
+  void unpack_reverse_comm(int, int *, double *) override;
+  double memory_usage() override;
+
+ protected:
+  struct QNNImpl *impl;            // core model, engine and graph buffers (no qnn headers here)
+  std::string model_path;
+  std::vector<int> type2species;   // (ntypes + 1) model species of each LAMMPS type, -1 for NULL
+  double cutoff;
+  int nthreads;
+
+  void allocate();
+};
+
+}    // namespace LAMMPS_NS
+
+#endif
+#endif

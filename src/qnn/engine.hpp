@@ -1,0 +1,56 @@
+// The floating-point engine: energy, forces and virial of a model on a neighbour graph,
+// computed by Kokkos kernels on the host execution spaces (docs/model.md eq. S..B).
+// This header does not include Kokkos: the implementation hides behind a pointer.
+#pragma once
+#include <array>
+#include <memory>
+#include <vector>
+
+#include "qnn/graph.hpp"
+#include "qnn/model.hpp"
+
+namespace qnn {
+
+enum class ExecSpace { Serial, OpenMP };
+
+struct EvalOptions {
+  bool atom_energy = true;
+  bool atom_virial = false;
+  // Edges per processing chunk (bounds scratch memory). 0: automatic, about 256 MiB of
+  // scratch. Results do not depend on it.
+  int chunk_edges = 0;
+};
+
+struct EvalResult {
+  double energy = 0.0;                 // eV
+  std::vector<double> atom_energy;     // (nlocal) eV
+  std::vector<double> force;           // (ntotal, 3) eV/Å, ghosts included (not folded)
+  std::array<double, 6> virial{};      // eV, xx yy zz xy xz yz
+  std::vector<double> atom_virial;     // (ntotal, 6) when requested
+};
+
+// Initialises Kokkos once per process if nobody has (threads <= 0: Kokkos' default), and
+// finalises it at exit. Safe to call many times.
+void ensure_kokkos_initialized(int threads = -1);
+
+// Real type of the engine: float or double. Buffers are kept and reused across calls.
+template <class Real>
+class Engine {
+ public:
+  Engine(const Model& model, ExecSpace space = ExecSpace::OpenMP);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  void compute(const NeighborGraph& graph, EvalResult& out, const EvalOptions& opt = {});
+  const Model& model() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+extern template class Engine<float>;
+extern template class Engine<double>;
+
+}  // namespace qnn

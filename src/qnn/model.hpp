@@ -1,0 +1,94 @@
+// In-memory form of a qnn v1 model (docs/model.md) and its .qnn file (docs/format.md).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace qnn {
+
+enum class Activation { Tanh, Linear };
+const char* to_string(Activation a);
+Activation activation_from_string(const std::string& s);  // throws qnn::Error
+
+// How a layer's output is combined with its input (docs/model.md eq. G, eq. F).
+enum class Residual { None, Identity, Doubling, Timestep };
+const char* to_string(Residual r);
+
+// Quantization metadata of one dense layer. An FP32 model leaves every field at its default
+// (weight_bits == 0). Filled by `qnn quantize`; the numeric contract is docs/quantization.md.
+struct QuantSpec {
+  int weight_bits = 0;                     // 0: float weights; 2..16: symmetric integer weights
+  int act_bits = 0;                        // 0: float activations at this layer's input
+  std::string mode;                        // "" (fp32) | "int8" | "int16" | "weight-only" | ...
+  std::vector<float> weight_scale;         // (out) per channel, or (1) per tensor
+  std::vector<std::int32_t> weight_zero_point;  // same size as weight_scale (0: symmetric)
+  float act_scale = 0.0f;                  // input activation scale (per tensor, static)
+  std::int32_t act_zero_point = 0;
+  bool quantized() const { return weight_bits != 0 || act_bits != 0; }
+};
+
+// y = residual(x, act(x·W + b)).
+struct DenseLayer {
+  int in = 0;
+  int out = 0;
+  std::vector<double> weight;  // (in, out), row-major
+  std::vector<double> bias;    // (out)
+  std::vector<double> dt;      // (out) for Residual::Timestep, else empty
+  Activation activation = Activation::Tanh;
+  Residual residual = Residual::None;
+  QuantSpec quant;
+};
+
+struct Net {
+  std::vector<DenseLayer> layers;
+  std::size_t parameter_count() const;
+};
+
+struct Model {
+  static constexpr std::uint32_t kFormatVersion = 1;
+
+  std::string type = "se_e2_a";
+  std::vector<std::string> species;       // (S) element names; index = species id
+  double rcut = 6.0;                      // Å
+  double rcut_smth = 0.5;                 // Å
+  std::vector<int> sel;                   // (S) neighbour capacity per species (training)
+  double neighbor_norm = 0.0;             // Nc of eq. D (default: sum(sel))
+  int axis_neuron = 16;                   // M2
+  std::vector<int> embed_widths;          // e.g. {25, 50, 100}; M1 = back()
+  std::vector<int> fit_widths;            // e.g. {240, 240, 240}
+  bool resnet_dt = true;
+  std::vector<Net> embed;                 // (S) one per neighbour species
+  std::vector<Net> fit;                   // (S) one per centre species, last layer -> 1, linear
+  std::vector<double> energy_bias;        // (S) eV
+  // Normalisation (eq. R), each (S, S) row-major [centre][neighbour].
+  std::vector<double> mean_s, std_s, std_r;
+  std::string units = "metal";
+  nlohmann::json provenance = nlohmann::json::object();
+  std::string default_mode = "fp32";      // execution mode the file was made for
+
+  int nspecies() const { return static_cast<int>(species.size()); }
+  int m1() const { return embed_widths.empty() ? 0 : embed_widths.back(); }
+  int descriptor_dim() const { return m1() * axis_neuron; }
+  std::size_t parameter_count() const;
+  int species_index(const std::string& name) const;  // -1 when absent
+
+  // Builds an untrained network with the given architecture: weights from a seeded normal
+  // distribution (scaled 1/sqrt(in)), unit statistics, zero bias. Used by training and tests.
+  static Model make_random(const std::vector<std::string>& species, double rcut, double rcut_smth,
+                           const std::vector<int>& sel, const std::vector<int>& embed_widths,
+                           int axis_neuron, const std::vector<int>& fit_widths, bool resnet_dt,
+                           std::uint64_t seed);
+
+  // Checks every shape and value against the architecture; throws qnn::Error naming `what`.
+  void validate(const std::string& what = "model") const;
+};
+
+Model read_model(const std::string& path);               // throws qnn::Error naming the file
+void write_model(const Model& model, const std::string& path);  // atomic (temp file + rename)
+
+// Human-readable summary: architecture, species, cutoff, parameter count, per-layer precision.
+std::string describe(const Model& model);
+
+}  // namespace qnn

@@ -1,0 +1,331 @@
+// LibTorch se_e2_a module: docs/model.md, equation by equation, on an edge list.
+#include "torch/se2a_module.hpp"
+
+#include <string>
+
+#include "qnn/error.hpp"
+
+namespace qnn::libtorch {
+namespace {
+
+using torch::indexing::Slice;
+
+// A (n) int64 tensor from ints.
+torch::Tensor long_tensor(const std::vector<std::int64_t>& v) {
+  return torch::tensor(v, torch::TensorOptions().dtype(torch::kInt64));
+}
+
+// A double tensor of `shape` from values, cast to `dtype`.
+torch::Tensor real_tensor(const std::vector<double>& v, std::vector<std::int64_t> shape, torch::Dtype dtype) {
+  return torch::tensor(v, torch::TensorOptions().dtype(torch::kFloat64)).reshape(shape).to(dtype);
+}
+
+// A tensor's values as doubles (row-major).
+std::vector<double> to_vector(const torch::Tensor& t) {
+  torch::Tensor c = t.detach().to(torch::kFloat64).contiguous();
+  const double* p = c.data_ptr<double>();
+  return {p, p + c.numel()};
+}
+
+// Indices (int64) of the entries of a 1-D int64 tensor equal to `value`.
+torch::Tensor where_equal(const torch::Tensor& t, std::int64_t value) {
+  return torch::nonzero(t == value).squeeze(1);
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------ edge batches
+
+// Casts the real tensors of a batch.
+EdgeBatch EdgeBatch::to(torch::Dtype dtype) const {
+  EdgeBatch b = *this;
+  b.positions = positions.to(dtype);
+  b.edge_shift = edge_shift.to(dtype);
+  return b;
+}
+
+// Local atoms and their edges; ghosts become (owner, shift).
+EdgeBatch edges_from_graph(const NeighborGraph& g, torch::Dtype dtype) {
+  const int nlocal = g.nlocal;
+  const int nghost = g.ntotal - g.nlocal;
+  if (nghost > 0 && static_cast<int>(g.ghost_owner.size()) != nghost) {
+    throw Error("edges_from_graph: the graph has " + std::to_string(nghost) +
+                " ghost atoms but no ghost_owner map (build it with build_periodic_graph)");
+  }
+  const auto E = static_cast<std::size_t>(g.nedges());
+  std::vector<std::int64_t> ei(E), ej(E);   // (E)
+  std::vector<double> shift(3 * E, 0.0);   // (E, 3)
+  for (int i = 0; i < nlocal; ++i) {
+    for (int e = g.offsets[static_cast<std::size_t>(i)]; e < g.offsets[static_cast<std::size_t>(i) + 1]; ++e) {
+      const auto ue = static_cast<std::size_t>(e);
+      const int j = g.neighbors[ue];
+      const int owner = j < nlocal ? j : g.ghost_owner[static_cast<std::size_t>(j - nlocal)];
+      ei[ue] = i;
+      ej[ue] = owner;
+      for (int k = 0; k < 3; ++k) {
+        shift[3 * ue + static_cast<std::size_t>(k)] =
+            g.positions[3 * static_cast<std::size_t>(j) + static_cast<std::size_t>(k)] -
+            g.positions[3 * static_cast<std::size_t>(owner) + static_cast<std::size_t>(k)];
+      }
+    }
+  }
+  EdgeBatch b;
+  std::vector<double> pos(g.positions.begin(), g.positions.begin() + 3 * static_cast<std::ptrdiff_t>(nlocal));
+  std::vector<std::int64_t> species(g.species.begin(), g.species.begin() + nlocal);
+  b.positions = real_tensor(pos, {nlocal, 3}, dtype);
+  b.species = long_tensor(species);
+  b.edge_i = long_tensor(ei);
+  b.edge_j = long_tensor(ej);
+  b.edge_shift = real_tensor(shift, {static_cast<std::int64_t>(E), 3}, dtype);
+  b.frame = torch::zeros({nlocal}, torch::TensorOptions().dtype(torch::kInt64));
+  b.nframes = 1;
+  return b;
+}
+
+// One periodic frame.
+EdgeBatch frame_edges(const Cell& cell, const std::vector<double>& positions, const std::vector<int>& species,
+                      double rcut, torch::Dtype dtype) {
+  return edges_from_graph(build_periodic_graph(cell, positions, species, rcut), dtype);
+}
+
+// Disjoint union: atom indices shift by the atoms before, frame ids by the frames before.
+EdgeBatch concat(const std::vector<const EdgeBatch*>& parts) {
+  if (parts.empty()) throw Error("concat: no batches");
+  if (parts.size() == 1) return *parts[0];
+  std::vector<torch::Tensor> pos, spc, ei, ej, sh, fr;
+  std::int64_t atom_offset = 0, frame_offset = 0;
+  for (const EdgeBatch* p : parts) {
+    pos.push_back(p->positions);
+    spc.push_back(p->species);
+    ei.push_back(p->edge_i + atom_offset);
+    ej.push_back(p->edge_j + atom_offset);
+    sh.push_back(p->edge_shift);
+    fr.push_back(p->frame + frame_offset);
+    atom_offset += p->natoms();
+    frame_offset += p->nframes;
+  }
+  EdgeBatch b;
+  b.positions = torch::cat(pos);
+  b.species = torch::cat(spc);
+  b.edge_i = torch::cat(ei);
+  b.edge_j = torch::cat(ej);
+  b.edge_shift = torch::cat(sh);
+  b.frame = torch::cat(fr);
+  b.nframes = frame_offset;
+  return b;
+}
+
+// ------------------------------------------------------------------------------ module
+
+// Registers one tensor per weight, bias and dt of every layer, and the statistics as buffers.
+Se2aModuleImpl::Se2aModuleImpl(const Model& model, torch::Dtype dtype) : arch_(model), dtype_(dtype) {
+  if (dtype != torch::kFloat32 && dtype != torch::kFloat64) throw Error("Se2aModule: dtype must be float32 or float64");
+  model.validate("Se2aModule model");
+  const int S = model.nspecies();
+  auto make_net = [&](const Net& net, const std::string& prefix) {
+    std::vector<TorchLayer> layers;
+    for (std::size_t l = 0; l < net.layers.size(); ++l) {
+      const DenseLayer& L = net.layers[l];
+      const std::string name = prefix + "_layer" + std::to_string(l);
+      TorchLayer t;
+      t.activation = L.activation;
+      t.residual = L.residual;
+      t.weight = register_parameter(name + "_weight", real_tensor(L.weight, {L.in, L.out}, dtype));
+      t.bias = register_parameter(name + "_bias", real_tensor(L.bias, {L.out}, dtype));
+      if (L.residual == Residual::Timestep) {
+        t.dt = register_parameter(name + "_dt", real_tensor(L.dt, {L.out}, dtype));
+      }
+      layers.push_back(t);
+    }
+    return layers;
+  };
+  for (int s = 0; s < S; ++s) embed_.push_back(make_net(model.embed[static_cast<std::size_t>(s)], "embed" + std::to_string(s)));
+  for (int s = 0; s < S; ++s) fit_.push_back(make_net(model.fit[static_cast<std::size_t>(s)], "fit" + std::to_string(s)));
+  mean_s_ = register_buffer("mean_s", real_tensor(model.mean_s, {S * S}, dtype));
+  std_s_ = register_buffer("std_s", real_tensor(model.std_s, {S * S}, dtype));
+  std_r_ = register_buffer("std_r", real_tensor(model.std_r, {S * S}, dtype));
+  energy_bias_ = register_buffer("energy_bias", real_tensor(model.energy_bias, {S}, dtype));
+}
+
+// Dense layers in order: z = y·W + b, then the activation and residual rule of eq. G / eq. F.
+torch::Tensor Se2aModuleImpl::apply_net(const std::vector<TorchLayer>& net, torch::Tensor y) const {
+  for (const TorchLayer& L : net) {
+    torch::Tensor z = torch::addmm(L.bias, y, L.weight);       // (n, out)
+    torch::Tensor a = L.activation == Activation::Tanh ? torch::tanh(z) : z;
+    switch (L.residual) {
+      case Residual::None: y = a; break;
+      case Residual::Identity: y = y + a; break;
+      case Residual::Doubling: y = torch::cat({y, y}, 1) + a; break;
+      case Residual::Timestep: y = y + L.dt * a; break;
+    }
+  }
+  return y;
+}
+
+// Per-atom energies; see the header for the edge convention.
+torch::Tensor Se2aModuleImpl::forward(const torch::Tensor& positions, const torch::Tensor& species,
+                                      const torch::Tensor& edge_i, const torch::Tensor& edge_j,
+                                      const torch::Tensor& edge_shift) {
+  const std::int64_t S = arch_.nspecies();
+  const std::int64_t N = positions.size(0);
+  const std::int64_t E = edge_i.size(0);
+  const std::int64_t M1 = arch_.m1();
+  const std::int64_t M2 = arch_.axis_neuron;
+  const double rc = arch_.rcut, rs = arch_.rcut_smth;
+  const auto opts = positions.options();
+
+  // Edge vectors and lengths.
+  torch::Tensor x = positions.index_select(0, edge_j) + edge_shift - positions.index_select(0, edge_i);  // (E, 3)
+  torch::Tensor r = torch::sqrt((x * x).sum(1));                                                       // (E)
+
+  // Eq. S: switching function.
+  torch::Tensor u = (r - rs) / (rc - rs);
+  torch::Tensor poly = u * u * u * (-6.0 * u * u + 15.0 * u - 10.0) + 1.0;
+  torch::Tensor inv_r = 1.0 / r;
+  torch::Tensor s = torch::where(r < rs, inv_r, torch::where(r < rc, poly * inv_r, torch::zeros_like(r)));  // (E)
+
+  // Eq. R: normalised generalised coordinates and embedding input.
+  torch::Tensor ci = species.index_select(0, edge_i);   // (E)
+  torch::Tensor aj = species.index_select(0, edge_j);   // (E)
+  torch::Tensor pair = ci * S + aj;                     // (E)
+  torch::Tensor ms = mean_s_.index_select(0, pair);
+  torch::Tensor ss = std_s_.index_select(0, pair);
+  torch::Tensor sr = std_r_.index_select(0, pair);
+  torch::Tensor R = torch::cat({(s / ss).unsqueeze(1), x * (s * inv_r / sr).unsqueeze(1)}, 1);  // (E, 4)
+  torch::Tensor shat = (s - ms) / ss;                                                            // (E)
+
+  // Eq. G: embedding net of the neighbour species, per edge.
+  torch::Tensor G;  // (E, M1)
+  for (std::int64_t a = 0; a < S; ++a) {
+    torch::Tensor idx = S == 1 ? torch::Tensor() : where_equal(aj, a);
+    if (idx.defined() && idx.numel() == 0) continue;
+    torch::Tensor in = (idx.defined() ? shat.index_select(0, idx) : shat).unsqueeze(1);  // (n, 1)
+    torch::Tensor g = apply_net(embed_[static_cast<std::size_t>(a)], in);                 // (n, M1)
+    if (!idx.defined()) {
+      G = g;
+    } else {
+      if (!G.defined()) G = torch::zeros({E, M1}, opts);
+      G = G.index_copy(0, idx, g);
+    }
+  }
+  if (!G.defined()) G = torch::zeros({E, M1}, opts);
+
+  // Eq. D: T_i = (1/Nc) Σ_j G_ij ⊗ R̂_ij, D_i = T_i T_i[:M2]ᵀ.
+  torch::Tensor GR = G.unsqueeze(2) * R.unsqueeze(1);                                      // (E, M1, 4)
+  torch::Tensor T = torch::zeros({N, M1, 4}, opts).index_add(0, edge_i, GR) / arch_.neighbor_norm;  // (N, M1, 4)
+  torch::Tensor D = torch::matmul(T, T.index({Slice(), Slice(0, M2), Slice()}).transpose(1, 2));    // (N, M1, M2)
+  D = D.reshape({N, M1 * M2});
+
+  // Eq. F: fitting net of the centre species plus the energy bias.
+  torch::Tensor atom_e;  // (N)
+  for (std::int64_t c = 0; c < S; ++c) {
+    torch::Tensor idx = S == 1 ? torch::Tensor() : where_equal(species, c);
+    if (idx.defined() && idx.numel() == 0) continue;
+    torch::Tensor in = idx.defined() ? D.index_select(0, idx) : D;                      // (n, M1*M2)
+    torch::Tensor e = apply_net(fit_[static_cast<std::size_t>(c)], in).squeeze(1) + energy_bias_[c];  // (n)
+    if (!idx.defined()) {
+      atom_e = e;
+    } else {
+      if (!atom_e.defined()) atom_e = torch::zeros({N}, opts);
+      atom_e = atom_e.index_copy(0, idx, e);
+    }
+  }
+  if (!atom_e.defined()) atom_e = torch::zeros({N}, opts);
+  return atom_e;
+}
+
+// Convenience overload on a batch.
+torch::Tensor Se2aModuleImpl::forward(const EdgeBatch& b) {
+  return forward(b.positions, b.species, b.edge_i, b.edge_j, b.edge_shift);
+}
+
+// Writes the current tensors into a copy of the architecture model.
+Model Se2aModuleImpl::to_model() const {
+  Model m = arch_;
+  auto store = [](Net& net, const std::vector<TorchLayer>& layers) {
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      net.layers[l].weight = to_vector(layers[l].weight);
+      net.layers[l].bias = to_vector(layers[l].bias);
+      if (layers[l].dt.defined()) net.layers[l].dt = to_vector(layers[l].dt);
+      net.layers[l].quant = QuantSpec{};
+    }
+  };
+  for (std::size_t s = 0; s < embed_.size(); ++s) store(m.embed[s], embed_[s]);
+  for (std::size_t s = 0; s < fit_.size(); ++s) store(m.fit[s], fit_[s]);
+  m.mean_s = to_vector(mean_s_);
+  m.std_s = to_vector(std_s_);
+  m.std_r = to_vector(std_r_);
+  m.energy_bias = to_vector(energy_bias_);
+  return m;
+}
+
+// Copies weights, statistics and bias of a model with the same architecture.
+void Se2aModuleImpl::load_model(const Model& model) {
+  model.validate("Se2aModule::load_model");
+  if (model.species != arch_.species || model.embed_widths != arch_.embed_widths ||
+      model.fit_widths != arch_.fit_widths || model.axis_neuron != arch_.axis_neuron ||
+      model.resnet_dt != arch_.resnet_dt) {
+    throw Error("Se2aModule::load_model: the model's architecture differs from the module's");
+  }
+  torch::NoGradGuard no_grad;
+  auto load = [&](const Net& net, std::vector<TorchLayer>& layers) {
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      const DenseLayer& L = net.layers[l];
+      layers[l].weight.copy_(real_tensor(L.weight, {L.in, L.out}, dtype_));
+      layers[l].bias.copy_(real_tensor(L.bias, {L.out}, dtype_));
+      if (layers[l].dt.defined()) layers[l].dt.copy_(real_tensor(L.dt, {L.out}, dtype_));
+    }
+  };
+  for (std::size_t s = 0; s < embed_.size(); ++s) load(model.embed[s], embed_[s]);
+  for (std::size_t s = 0; s < fit_.size(); ++s) load(model.fit[s], fit_[s]);
+  set_statistics(model.mean_s, model.std_s, model.std_r);
+  set_energy_bias(model.energy_bias);
+  arch_ = model;
+}
+
+// Normalisation statistics, each (S, S).
+void Se2aModuleImpl::set_statistics(const std::vector<double>& mean_s, const std::vector<double>& std_s,
+                                    const std::vector<double>& std_r) {
+  const auto SS = static_cast<std::size_t>(arch_.nspecies() * arch_.nspecies());
+  if (mean_s.size() != SS || std_s.size() != SS || std_r.size() != SS) {
+    throw Error("Se2aModule::set_statistics: statistics must have S*S = " + std::to_string(SS) + " entries");
+  }
+  torch::NoGradGuard no_grad;
+  const auto n = static_cast<std::int64_t>(SS);
+  mean_s_.copy_(real_tensor(mean_s, {n}, dtype_));
+  std_s_.copy_(real_tensor(std_s, {n}, dtype_));
+  std_r_.copy_(real_tensor(std_r, {n}, dtype_));
+}
+
+// Per-species energy bias (S), eV.
+void Se2aModuleImpl::set_energy_bias(const std::vector<double>& bias) {
+  if (bias.size() != static_cast<std::size_t>(arch_.nspecies())) {
+    throw Error("Se2aModule::set_energy_bias: expected one value per species");
+  }
+  torch::NoGradGuard no_grad;
+  energy_bias_.copy_(real_tensor(bias, {arch_.nspecies()}, dtype_));
+}
+
+// ------------------------------------------------------------------------------ forces
+
+// E per atom and frame, F = −dE/dpos by autograd.
+EnergyForces energy_and_forces(Se2aModule& module, const EdgeBatch& batch, bool create_graph) {
+  torch::Tensor pos = batch.positions.detach().to(module->dtype()).requires_grad_(true);
+  torch::Tensor shift = batch.edge_shift.to(module->dtype());
+  torch::Tensor atom_e = module->forward(pos, batch.species, batch.edge_i, batch.edge_j, shift);
+  torch::Tensor frame_e = torch::zeros({batch.nframes}, atom_e.options()).index_add(0, batch.frame, atom_e);
+  torch::Tensor grad = torch::autograd::grad({frame_e.sum()}, {pos}, {}, create_graph, create_graph)[0];
+  EnergyForces out;
+  if (create_graph) {
+    out.atom_energy = atom_e;
+    out.frame_energy = frame_e;
+    out.forces = -grad;
+  } else {
+    out.atom_energy = atom_e.detach();
+    out.frame_energy = frame_e.detach();
+    out.forces = -grad.detach();
+  }
+  return out;
+}
+
+}  // namespace qnn::libtorch
