@@ -203,5 +203,7 @@ export QNN_LAMMPS_DIR="$LAMMPS_PREFIX"
 export QNN_KOKKOS_ROOT="$KOKKOS_PREFIX"
 export QNN_TORCH_DIR="$TORCH_CMAKE_DIR"
 export QNN_CUDA_HOME="$CUDA_HOME_FOUND"
+export PATH="$LAMMPS_PREFIX/bin:\$PATH"
+export LD_LIBRARY_PATH="$LAMMPS_PREFIX/lib:$KOKKOS_PREFIX/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 ENV
 echo "[bootstrap] done in $(( $(date +%s) - T0 )) s; environment in $QNN_CACHE/env.sh"

@@ -636,7 +636,7 @@ void Backend<Real, Space>::run_chunk(int a0, int a1, int e0, int e1) {
         }
       });
 
-  // eq. D: T_i = (1/Nc) Σ_j G_ij ⊗ R̂_ij, D_i = T_i T_i<^T (first M2 columns)
+  // eq. D: T_i = (1/Nc) Σ_j G_ij ⊗ R̂_ij, D_i = T_i T_iᵀ restricted to the first M2 rows of T_i
   Kokkos::parallel_for(
       "qnn:descriptor", Policy(a0, a1), KOKKOS_LAMBDA(const int i) {
         const int la = i - a0;
