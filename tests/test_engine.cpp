@@ -42,15 +42,16 @@ class EngineTest : public ::testing::Test {
 };
 
 // Model A: test_util's small water model (embed 1->4->8 with a doubling residual, fit with a
-// timestep residual), non-trivial statistics and biases.
+// timestep residual), non-trivial statistics and biases, Nc = 6.
 Model model_a(double rcut = 4.0, double rcut_smth = 0.5) {
   Model m = qnn::test::small_water_model(11, rcut);
   m.rcut_smth = rcut_smth;
+  m.neighbor_norm = 6.0;  // larger descriptors than the default sum(sel): a more non-linear test
   return m;
 }
 
 // Model B: embed 1->4->8->8 (doubling, identity), fit 32->16->16->1 (identity residual),
-// random statistics.
+// random statistics, Nc = 4.
 Model model_b(double rcut = 3.5) {
   Model m = Model::make_random({"O", "H"}, rcut, 1.0, {10, 20}, {4, 8, 8}, 4, {16, 16}, false, 23);
   std::mt19937_64 rng(5);
@@ -61,6 +62,7 @@ Model model_b(double rcut = 3.5) {
     m.std_r[k] = u(rng);
   }
   m.energy_bias = {0.3, -0.2};
+  m.neighbor_norm = 4.0;
   return m;
 }
 
@@ -279,6 +281,8 @@ TEST_F(EngineTest, EnergyMatchesPlainReference) {
 // ---------------------------------------------------------------------------- forces
 
 // Folded engine forces against central differences of E over the local atoms `atoms`.
+// Finite-difference tests run many tiny evaluations and use the Serial space: OpenMP
+// barriers on an oversubscribed machine would dominate their run time.
 void check_forces_fd(Engine<double>& engine, const Frame& f, const std::vector<int>& atoms) {
   const double h = 1e-5;
   const NeighborGraph g = periodic_graph(f, engine.model().rcut);
@@ -298,7 +302,7 @@ void check_forces_fd(Engine<double>& engine, const Frame& f, const std::vector<i
 }
 
 TEST_F(EngineTest, ForcesMatchFiniteDifferencesOnWater) {
-  Engine<double> engine(without_bias(model_a()), ExecSpace::OpenMP);
+  Engine<double> engine(without_bias(model_a()), ExecSpace::Serial);
   const Frame w = water_frame(3);
   std::vector<int> atoms;
   for (int a = 0; a < w.natoms(); a += 13) atoms.push_back(a);  // O and H atoms
@@ -307,7 +311,7 @@ TEST_F(EngineTest, ForcesMatchFiniteDifferencesOnWater) {
 
 TEST_F(EngineTest, ForcesMatchFiniteDifferencesOnRandomConfigurations) {
   for (const Model& m : {without_bias(model_a()), without_bias(model_b())}) {
-    Engine<double> engine(m, ExecSpace::OpenMP);
+    Engine<double> engine(m, ExecSpace::Serial);
     for (unsigned seed : {1u, 2u}) {
       const Frame f = random_frame(12, seed);  // cell narrower than 2 rcut: several images
       std::vector<int> atoms(f.natoms());
@@ -332,7 +336,7 @@ Frame strained(const Frame& f, const std::array<double, 9>& eps) {
 }
 
 TEST_F(EngineTest, VirialMatchesStrainDerivative) {
-  Engine<double> engine(without_bias(model_b()), ExecSpace::OpenMP);
+  Engine<double> engine(without_bias(model_b()), ExecSpace::Serial);
   for (const Frame& f : {water_frame(1), random_frame(12, 7)}) {
     const EvalResult res = evaluate(engine, periodic_graph(f, engine.model().rcut));
     const double h = 1e-5;
@@ -619,9 +623,15 @@ TEST_F(EngineTest, FloatEngineAgreesWithDoubleEngine) {
   opt.atom_virial = true;
   const EvalResult d = evaluate(dbl, g, opt);
   const EvalResult f = evaluate(flt, g, opt);
-  // Compare the network part of the energy (the bias is added in double by both).
+  // Compare the network part of the energies (the bias is added in double by both).
+  std::vector<double> net_d, net_f;
   double enet = 0;
-  for (int i = 0; i < g.nlocal; ++i) enet += std::abs(d.atom_energy[i] - m.energy_bias[g.species[i]]);
+  for (int i = 0; i < g.nlocal; ++i) {
+    net_d.push_back(d.atom_energy[i] - m.energy_bias[g.species[i]]);
+    net_f.push_back(f.atom_energy[i] - m.energy_bias[g.species[i]]);
+    enet += std::abs(net_d.back());
+  }
+  EXPECT_LE(diff_norm(net_f, net_d), 1e-5 * norm(net_d));
   EXPECT_LE(std::abs(f.energy - d.energy), 1e-5 * enet);
   EXPECT_LE(diff_norm(f.force, d.force), 1e-5 * norm(d.force));
   EXPECT_LE(diff_norm(std::vector<double>(f.virial.begin(), f.virial.end()),

@@ -15,7 +15,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdint>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -192,6 +191,9 @@ KOKKOS_INLINE_FUNCTION void dense_backward(const LayerDesc& L, const Real* p, co
   for (int k = 0; k < L.in; ++k) {
     const Real* wk = W + static_cast<std::size_t>(k) * L.out;
     Real acc = 0;
+#ifdef _OPENMP
+#pragma omp simd reduction(+ : acc)
+#endif
     for (int o = 0; o < L.out; ++o) acc += wk[o] * t[o];
     gx[k] = acc;
   }
@@ -636,7 +638,7 @@ void Backend<Real, Space>::run_chunk(int a0, int a1, int e0, int e1) {
         }
       });
 
-  // eq. D: T_i = (1/Nc) Σ_j G_ij ⊗ R̂_ij, D_i = T_i T_iᵀ restricted to the first M2 rows of T_i
+  // eq. D: T_i = (1/Nc) Σ_j G_ij ⊗ R̂_ij, D_i[m][n] = Σ_k T_i[m][k] T_i[n][k] (n < M2)
   Kokkos::parallel_for(
       "qnn:descriptor", Policy(a0, a1), KOKKOS_LAMBDA(const int i) {
         const int la = i - a0;

@@ -42,6 +42,8 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
+  // Uses the graph's reverse index when it has one (checked; a stale one throws qnn::Error),
+  // else builds a private one. Not thread-safe: one compute() at a time per Engine.
   void compute(const NeighborGraph& graph, EvalResult& out, const EvalOptions& opt = {});
   const Model& model() const;
 
