@@ -693,3 +693,22 @@ TEST_F(EngineTest, RejectsBadSpeciesAndStaleReverseIndex) {
 }
 
 }  // namespace
+
+TEST(Engine, RejectsOverlappingAtoms) {
+  const qnn::Model m = qnn::test::small_water_model(3, 4.0);
+  qnn::NeighborGraph g;
+  g.nlocal = 2;
+  g.ntotal = 2;
+  g.offsets = {0, 1, 2};
+  g.neighbors = {1, 0};
+  g.positions = {1.0, 1.0, 1.0, 1.0, 1.0, 1.0};
+  g.species = {0, 1};
+  qnn::Engine<double> engine(m, qnn::ExecSpace::Serial);
+  qnn::EvalResult r;
+  try {
+    engine.compute(g, r);
+    ADD_FAILURE() << "coincident atoms were accepted";
+  } catch (const qnn::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("overlapping atoms"), std::string::npos) << e.what();
+  }
+}

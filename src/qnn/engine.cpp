@@ -47,6 +47,7 @@ constexpr int kResNone = static_cast<int>(Residual::None);
 constexpr int kResIdentity = static_cast<int>(Residual::Identity);
 constexpr int kResDoubling = static_cast<int>(Residual::Doubling);
 constexpr int kResTimestep = static_cast<int>(Residual::Timestep);
+constexpr double kMinDistance = 1e-4;  // Å; closer pairs are rejected as overlapping atoms
 
 // A family of nets (one per species) flattened for the kernels.
 template <class Real>
@@ -615,6 +616,20 @@ void Backend<Real, Space>::run_chunk(int a0, int a1, int e0, int e1) {
         geo(le, kDs) = static_cast<Real>(ds);
         geo(le, kActive) = r < rc ? Real(1) : Real(0);
       });
+
+  // Coincident atoms make s = 1/r infinite: refuse them instead of returning NaN.
+  double rmin = 0.0;
+  Kokkos::parallel_reduce(
+      "qnn:edge_min_distance", Policy(e0, e1),
+      KOKKOS_LAMBDA(const int e, double& m) {
+        const double r = static_cast<double>(geo(e - e0, kR));
+        if (r < m) m = r;
+      },
+      Kokkos::Min<double>(rmin));
+  if (e1 > e0 && !(rmin > kMinDistance)) {
+    throw Error("two atoms are closer than " + std::to_string(kMinDistance) +
+                " A (distance " + std::to_string(rmin) + " A): overlapping atoms in the input coordinates");
+  }
 
   // eq. G: G_ij = EmbedNet_{t_j}(ŝ_ij); inactive edges get G = 0 and are skipped later.
   Kokkos::parallel_for(
