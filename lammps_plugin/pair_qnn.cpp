@@ -44,7 +44,9 @@ PairQNN::PairQNN(LAMMPS *lmp) : Pair(lmp), impl(nullptr), cutoff(0.0), nthreads(
   manybody_flag = 1;
   no_virial_fdotr_compute = 1;
   centroidstressflag = CENTROID_NOTAVAIL;
-  comm_reverse = 3;
+  comm_reverse = 9;      // force (3) + per-atom virial (6) of ghosts, when newton is off
+  comm_reverse_off = 9;  // LAMMPS sizes its buffers by this one when newton is off
+  reverse_vatom = 0;
 }
 
 PairQNN::~PairQNN()
@@ -89,8 +91,30 @@ void PairQNN::settings(int narg, char **arg)
 
   delete impl;
   impl = new QNNImpl;
+  // Rank 0 reads the file and broadcasts its bytes; every rank parses the same bytes, so a
+  // bad file gives the same error everywhere.
+  std::vector<char> bytes;
+  std::string read_error;
+  if (comm->me == 0) {
+    try {
+      bytes = qnn::read_file_bytes(model_path);
+    } catch (const qnn::Error &e) {
+      read_error = e.what();
+    }
+  }
+  int nerr = (int) read_error.size();
+  MPI_Bcast(&nerr, 1, MPI_INT, 0, world);
+  if (nerr) {
+    read_error.resize(nerr);
+    MPI_Bcast(&read_error[0], nerr, MPI_CHAR, 0, world);
+    error->all(FLERR, "pair_style qnn: {}", read_error);
+  }
+  bigint nbytes = (bigint) bytes.size();
+  MPI_Bcast(&nbytes, 1, MPI_LMP_BIGINT, 0, world);
+  bytes.resize(nbytes);
+  if (nbytes > 0) MPI_Bcast(bytes.data(), (int) nbytes, MPI_CHAR, 0, world);
   try {
-    impl->model = qnn::read_model(model_path);
+    impl->model = qnn::parse_model(bytes, model_path);
     qnn::ensure_kokkos_initialized(nthreads);
     impl->engine = std::make_unique<qnn::Engine<double>>(impl->model, qnn::ExecSpace::OpenMP);
   } catch (const qnn::Error &e) {
@@ -226,8 +250,12 @@ void PairQNN::compute(int eflag, int vflag)
 
   // With newton off LAMMPS neither clears nor reverse-communicates ghost forces: we set
   // them here and send them home in the reverse communication below.
-  if (!force->newton)
+  if (!force->newton) {
     for (int i = nlocal; i < nall; i++) f[i][0] = f[i][1] = f[i][2] = 0.0;
+    if (vflag_atom)
+      for (int i = nlocal; i < nall; i++)
+        for (int k = 0; k < 6; k++) vatom[i][k] = 0.0;
+  }
   for (int a = 0; a < g.ntotal; a++) {
     const int i = impl->graph2atom[a];
     for (int d = 0; d < 3; d++) f[i][d] += r.force[3 * a + d];
@@ -240,7 +268,10 @@ void PairQNN::compute(int eflag, int vflag)
   if (vflag_atom)
     for (int a = 0; a < g.ntotal; a++)
       for (int k = 0; k < 6; k++) vatom[impl->graph2atom[a]][k] += r.atom_virial[6 * a + k];
-  if (!force->newton) comm->reverse_comm(this);
+  if (!force->newton) {
+    reverse_vatom = vflag_atom ? 1 : 0;
+    comm->reverse_comm(this, reverse_vatom ? 9 : 3);
+  }
 }
 
 /* ---------------------------------------------------------------------- */
@@ -253,6 +284,8 @@ int PairQNN::pack_reverse_comm(int n, int first, double *buf)
     buf[m++] = f[i][0];
     buf[m++] = f[i][1];
     buf[m++] = f[i][2];
+    if (reverse_vatom)
+      for (int k = 0; k < 6; k++) buf[m++] = vatom[i][k];
   }
   return m;
 }
@@ -266,6 +299,8 @@ void PairQNN::unpack_reverse_comm(int n, int *list_, double *buf)
     f[j][0] += buf[m++];
     f[j][1] += buf[m++];
     f[j][2] += buf[m++];
+    if (reverse_vatom)
+      for (int k = 0; k < 6; k++) vatom[j][k] += buf[m++];
   }
 }
 

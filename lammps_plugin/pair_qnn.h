@@ -39,6 +39,7 @@ class PairQNN : public Pair {
   std::vector<int> type2species;   // (ntypes + 1) model species of each LAMMPS type, -1 for NULL
   double cutoff;
   int nthreads;
+  int reverse_vatom;               // reverse communication carries vatom too (newton off)
 
   void allocate();
 };

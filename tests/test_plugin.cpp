@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <array>
 #include <cmath>
+#include <string>
 
 #include "lammps_util.hpp"
 #include "qnn/engine.hpp"
@@ -15,6 +17,13 @@
 namespace {
 
 int g_rank = 0, g_size = 1;
+
+// A temporary path, the same on every rank (rank 0's process id).
+std::string shared_tmp_name(const std::string& tag) {
+  int pid = static_cast<int>(getpid());
+  MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  return "/tmp/qnn_plugin_" + tag + "_" + std::to_string(pid);
+}
 
 // A model file path shared by all ranks (written by rank 0).
 std::string shared_model_path() {
@@ -83,6 +92,258 @@ TEST(Plugin, WaterFrameMatchesCoreEngine) {
   for (double v : fr) fmax = std::max(fmax, std::abs(v));
   ASSERT_GT(fmax, 0.0);
   for (std::size_t k = 0; k < f.size(); ++k) EXPECT_NEAR(f[k], fr[k], 1e-9 * fmax) << "component " << k;
+}
+
+
+namespace {
+
+// Sets up the water frame in `lmp` with pair_style qnn; `extra` runs before read_data.
+void setup_water(void* lmp, const std::string& data, const std::string& model, const std::string& extra = "") {
+  lammps_command(lmp, "units metal");
+  lammps_command(lmp, "atom_style atomic");
+  lammps_command(lmp, "atom_modify map array");
+  if (!extra.empty()) lammps_commands_string(lmp, extra.c_str());
+  lammps_command(lmp, ("read_data " + data).c_str());
+  lammps_command(lmp, ("pair_style qnn " + model).c_str());
+  lammps_command(lmp, "pair_coeff * * O H");
+}
+
+struct Snapshot {
+  double pe = 0;
+  std::vector<double> f;
+  std::array<double, 6> pv{};  // pressure from the virial only (bar)
+};
+
+Snapshot run0(void* lmp, int natoms) {
+  lammps_command(lmp, "compute qnn_pv all pressure NULL virial");
+  lammps_command(lmp, "thermo_style custom step pe c_qnn_pv[*]");
+  lammps_command(lmp, "run 0 post no");
+  Snapshot s;
+  char msg[2048] = {0};
+  if (lammps_get_last_error_message(lmp, msg, sizeof msg) != 0) {
+    ADD_FAILURE() << "LAMMPS error: " << msg;
+    return s;
+  }
+  s.pe = lammps_get_thermo(lmp, "pe");
+  s.f = qnn::test::gather_forces(lmp, natoms);
+  auto* pv = static_cast<double*>(lammps_extract_compute(lmp, "qnn_pv", LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR));
+  for (int k = 0; k < 6; ++k) s.pv[k] = pv[k];
+  lammps_command(lmp, "thermo_style one");
+  lammps_command(lmp, "uncompute qnn_pv");
+  return s;
+}
+
+double max_abs(const std::vector<double>& v) {
+  double m = 0;
+  for (double x : v) m = std::max(m, std::abs(x));
+  return m;
+}
+
+void expect_same(const Snapshot& a, const Snapshot& b, double rel, const std::string& what) {
+  EXPECT_NEAR(a.pe, b.pe, rel * std::abs(a.pe)) << what;
+  const double fs = max_abs(a.f);
+  ASSERT_EQ(a.f.size(), b.f.size());
+  for (std::size_t k = 0; k < a.f.size(); ++k) EXPECT_NEAR(a.f[k], b.f[k], rel * fs) << what << ": force component " << k;
+  double ps = 0;
+  for (double p : a.pv) ps = std::max(ps, std::abs(p));
+  for (int k = 0; k < 6; ++k) EXPECT_NEAR(a.pv[k], b.pv[k], rel * ps) << what << ": virial component " << k;
+}
+
+// Expects `cmd` (after `setup`) to fail with a message containing `needle`.
+void expect_lammps_error(const std::string& setup, const std::string& cmd, const std::string& needle) {
+  void* lmp = qnn::test::open_lammps(MPI_COMM_WORLD);
+  lammps_commands_string(lmp, setup.c_str());
+  ASSERT_FALSE(lammps_has_error(lmp)) << "setup failed: " << setup;
+  lammps_commands_string(lmp, cmd.c_str());
+  char msg[2048] = {0};
+  const int kind = lammps_get_last_error_message(lmp, msg, sizeof msg);
+  EXPECT_NE(kind, 0) << "no error for: " << cmd;
+  EXPECT_NE(std::string(msg).find(needle), std::string::npos) << "message: " << msg;
+  lammps_close(lmp);
+}
+
+}  // namespace
+
+TEST(Plugin, NewtonOffMatchesNewtonOn) {
+  const qnn::test::Frame frame = qnn::test::load_water_frame(QNN_WATER_DATA_DIR "/data_0", 1);
+  const std::string model = shared_model_path(), data = shared_data_path(frame);
+  void* a = qnn::test::open_lammps(MPI_COMM_WORLD);
+  setup_water(a, data, model, "newton on");
+  const Snapshot on = run0(a, frame.natoms());
+  lammps_close(a);
+  void* b = qnn::test::open_lammps(MPI_COMM_WORLD);
+  setup_water(b, data, model, "newton off");
+  const Snapshot off = run0(b, frame.natoms());
+  lammps_close(b);
+  expect_same(on, off, 1e-10, "newton off vs on");
+}
+
+TEST(Plugin, DecompositionDoesNotChangeResults) {
+  // Reference on one rank, then the same frame on all ranks (and a 1D split along x).
+  const qnn::test::Frame frame = qnn::test::load_water_frame(QNN_WATER_DATA_DIR "/data_1", 3);
+  const std::string model = shared_model_path(), data = shared_data_path(frame);
+  MPI_Comm self;
+  MPI_Comm_split(MPI_COMM_WORLD, g_rank == 0 ? 0 : MPI_UNDEFINED, 0, &self);
+  Snapshot ref;
+  if (g_rank == 0) {
+    void* l = qnn::test::open_lammps(self);
+    setup_water(l, data, model);
+    ref = run0(l, frame.natoms());
+    lammps_close(l);
+    MPI_Comm_free(&self);
+  }
+  MPI_Bcast(&ref.pe, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+  ref.f.resize(3 * frame.natoms());
+  MPI_Bcast(ref.f.data(), 3 * frame.natoms(), MPI_DOUBLE, 0, MPI_COMM_WORLD);
+  MPI_Bcast(ref.pv.data(), 6, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+  for (const std::string grid : {"", "processors * 1 1"}) {
+    void* l = qnn::test::open_lammps(MPI_COMM_WORLD);
+    setup_water(l, data, model, grid);
+    const Snapshot s = run0(l, frame.natoms());
+    lammps_close(l);
+    expect_same(ref, s, 1e-10, std::to_string(g_size) + " ranks " + grid);
+  }
+}
+
+TEST(Plugin, RankWithoutAtoms) {
+  // Water in the left half of a box twice as long in x: with 'processors * 1 1' the right
+  // ranks own no atom (and see only ghosts or nothing).
+  qnn::test::Frame frame = qnn::test::load_water_frame(QNN_WATER_DATA_DIR "/data_0", 2);
+  for (int i = 0; i < frame.natoms(); ++i)
+    for (int d = 0; d < 3; ++d) frame.pos[3 * i + d] -= frame.cell[4 * d] * std::floor(frame.pos[3 * i + d] / frame.cell[4 * d]);
+  qnn::test::Frame wide = frame;
+  wide.cell[0] *= 2.0;
+  const std::string model = shared_model_path(), data = shared_data_path(wide);
+  void* l = qnn::test::open_lammps(MPI_COMM_WORLD);
+  setup_water(l, data, model, "processors * 1 1");
+  const Snapshot s = run0(l, wide.natoms());
+  const int nlocal = static_cast<int>(lammps_extract_setting(l, "nlocal"));
+  lammps_close(l);
+  int nempty = nlocal == 0 ? 1 : 0, total_empty = 0;
+  MPI_Allreduce(&nempty, &total_empty, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+  if (g_size >= 4) {
+    EXPECT_GE(total_empty, 1) << "the test meant to have a rank without atoms";
+  }
+  // The same slab through the core engine.
+  const qnn::Model m = qnn::read_model(model);
+  const auto g = qnn::build_periodic_graph(wide.cell, wide.pos, wide.species, m.rcut);
+  qnn::EvalResult r;
+  qnn::Engine<double>(m, qnn::ExecSpace::Serial).compute(g, r);
+  const auto fr = qnn::fold_ghost_forces(g, r.force);
+  EXPECT_NEAR(s.pe, r.energy, 1e-10 * std::abs(r.energy));
+  const double fs = max_abs(fr);
+  for (std::size_t k = 0; k < fr.size(); ++k) EXPECT_NEAR(s.f[k], fr[k], 1e-9 * fs);
+}
+
+TEST(Plugin, PerAtomEnergyAndVirialSumToGlobal) {
+  const qnn::test::Frame frame = qnn::test::load_water_frame(QNN_WATER_DATA_DIR "/data_2", 0);
+  const std::string model = shared_model_path(), data = shared_data_path(frame);
+  for (const char* newton : {"newton on", "newton off"}) {
+    void* l = qnn::test::open_lammps(MPI_COMM_WORLD);
+    setup_water(l, data, model, newton);
+    lammps_commands_string(l,
+                           "compute pea all pe/atom\n"
+                           "compute sa all stress/atom NULL virial\n"
+                           "compute esum all reduce sum c_pea\n"
+                           "compute ssum all reduce sum c_sa[1] c_sa[2] c_sa[3] c_sa[4] c_sa[5] c_sa[6]\n"
+                           "compute pv all pressure NULL virial\n"
+                           "variable vol equal vol\n"
+                           "thermo_style custom step pe c_esum c_ssum[*] c_pv[*]\n"
+                           "run 0 post no");
+    ASSERT_FALSE(lammps_has_error(l));
+    const double pe = lammps_get_thermo(l, "pe");
+    const double esum = *static_cast<double*>(lammps_extract_compute(l, "esum", LMP_STYLE_GLOBAL, LMP_TYPE_SCALAR));
+    auto* ssum = static_cast<double*>(lammps_extract_compute(l, "ssum", LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR));
+    auto* pv = static_cast<double*>(lammps_extract_compute(l, "pv", LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR));
+    const double vol = lammps_get_thermo(l, "vol");
+    EXPECT_NEAR(esum, pe, 1e-10 * std::abs(pe)) << newton;
+    double ps = 0;
+    for (int k = 0; k < 6; ++k) ps = std::max(ps, std::abs(pv[k]) * vol);
+    ASSERT_GT(ps, 0.0);
+    // Sum of per-atom stress (pressure·volume units) = −(virial pressure)·volume.
+    for (int k = 0; k < 6; ++k) EXPECT_NEAR(ssum[k], -pv[k] * vol, 1e-9 * ps) << newton << " component " << k;
+    lammps_close(l);
+  }
+}
+
+TEST(Plugin, VirialMatchesBoxDeformation) {
+  const qnn::test::Frame frame = qnn::test::load_water_frame(QNN_WATER_DATA_DIR "/data_0", 5);
+  const std::string model = shared_model_path(), data = shared_data_path(frame);
+  const double nktv2p = 1.6021765e6;  // LAMMPS metal: eV/Å³ -> bar
+  const double eps = 1e-5;
+  auto energy_at = [&](double e, const char* dim, Snapshot* snap) {
+    void* l = qnn::test::open_lammps(MPI_COMM_WORLD);
+    setup_water(l, data, model);
+    if (e != 0) lammps_command(l, (std::string("change_box all ") + dim + " scale " + std::to_string(1.0 + e) + " remap").c_str());
+    const Snapshot s = run0(l, frame.natoms());
+    const double vol = lammps_get_thermo(l, "vol");
+    lammps_close(l);
+    if (snap) *snap = s;
+    return std::make_pair(s.pe, vol);
+  };
+  Snapshot s0;
+  const double vol = energy_at(0.0, "x", &s0).second;
+  const char* dims[3] = {"x", "y", "z"};
+  for (int d = 0; d < 3; ++d) {
+    const double ep = energy_at(eps, dims[d], nullptr).first, em = energy_at(-eps, dims[d], nullptr).first;
+    const double w_fd = -(ep - em) / (2 * eps);        // eV
+    const double w = s0.pv[d] * vol / nktv2p;          // eV
+    EXPECT_NEAR(w, w_fd, 1e-6 * std::max(1.0, std::abs(w_fd))) << "component " << dims[d];
+  }
+}
+
+TEST(Plugin, RestartAndDataFileGiveSameForces) {
+  const qnn::test::Frame frame = qnn::test::load_water_frame(QNN_WATER_DATA_DIR "/data_0", 7);
+  const std::string model = shared_model_path(), data = shared_data_path(frame);
+  const std::string base = shared_tmp_name("rt");
+  void* a = qnn::test::open_lammps(MPI_COMM_WORLD);
+  setup_water(a, data, model);
+  const Snapshot s0 = run0(a, frame.natoms());
+  lammps_command(a, ("write_restart " + base + ".restart").c_str());
+  lammps_command(a, ("write_data " + base + ".data").c_str());
+  lammps_close(a);
+  void* b = qnn::test::open_lammps(MPI_COMM_WORLD);
+  lammps_command(b, ("read_restart " + base + ".restart").c_str());
+  lammps_command(b, ("pair_style qnn " + model).c_str());
+  lammps_command(b, "pair_coeff * * O H");
+  const Snapshot s1 = run0(b, frame.natoms());
+  lammps_close(b);
+  void* c = qnn::test::open_lammps(MPI_COMM_WORLD);
+  setup_water(c, base + ".data", model);
+  const Snapshot s2 = run0(c, frame.natoms());
+  lammps_close(c);
+  expect_same(s0, s1, 1e-12, "read_restart");
+  expect_same(s0, s2, 1e-10, "read_data of write_data");
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (g_rank == 0) {
+    std::remove((base + ".restart").c_str());
+    std::remove((base + ".data").c_str());
+  }
+}
+
+TEST(Plugin, ClearErrorsForBadInput) {
+  const std::string model = shared_model_path();
+  const std::string box =
+      "region b block 0 10 0 10 0 10\ncreate_box 2 b\ncreate_atoms 1 single 1 1 1\ncreate_atoms 2 single 2 1 1\n"
+      "mass * 1.0\n";
+  expect_lammps_error("units real\natom_style atomic\n" + box, "pair_style qnn " + model + "\npair_coeff * * O H\nrun 0",
+                      "units metal");
+  expect_lammps_error("units metal\natom_style atomic\n" + box, "pair_style qnn /nonexistent/model.qnn", "cannot open model file");
+  expect_lammps_error("units metal\natom_style atomic\n" + box, "pair_style qnn " + model + "\npair_coeff * * O C",
+                      "element 'C' (atom type 2) is not in model");
+  expect_lammps_error("units metal\natom_style atomic\n" + box, "pair_style qnn " + model + "\npair_coeff * * O",
+                      "one element per atom type");
+  expect_lammps_error("units metal\natom_style atomic\n" + box, "pair_style qnn " + model + " bogus 1", "unknown keyword 'bogus'");
+  // A corrupt model file.
+  const std::string bad = shared_tmp_name("bad") + ".qnn";
+  if (g_rank == 0) {
+    auto bytes = qnn::test::read_bytes(model);
+    bytes[bytes.size() / 2] ^= 0x11;
+    qnn::test::write_bytes(bad, bytes);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  expect_lammps_error("units metal\natom_style atomic\n" + box, "pair_style qnn " + bad, "checksum mismatch");
+  if (g_rank == 0) std::remove(bad.c_str());
 }
 
 int main(int argc, char** argv) {

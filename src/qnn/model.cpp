@@ -529,10 +529,17 @@ void write_model(const Model& model, const std::string& path) {
 
 // ------------------------------------------------------------------------------ reading
 
-Model read_model(const std::string& path) {
+std::vector<char> read_file_bytes(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error(path + ": cannot open model file (does it exist and is it readable?)");
   std::vector<char> buf((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  if (f.bad()) throw Error(path + ": read error");
+  return buf;
+}
+
+Model read_model(const std::string& path) { return parse_model(read_file_bytes(path), path); }
+
+Model parse_model(const std::vector<char>& buf, const std::string& path) {
   auto fail = [&](const std::string& msg) -> void { throw Error(path + ": " + msg); };
 
   if (buf.size() < kPreamble + 4) {

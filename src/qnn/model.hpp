@@ -86,6 +86,10 @@ struct Model {
 };
 
 Model read_model(const std::string& path);               // throws qnn::Error naming the file
+// The same from the file's bytes (e.g. read on one MPI rank and broadcast); `path` names it
+// in errors. read_file_bytes throws qnn::Error when the file cannot be read.
+Model parse_model(const std::vector<char>& bytes, const std::string& path);
+std::vector<char> read_file_bytes(const std::string& path);
 void write_model(const Model& model, const std::string& path);  // atomic (temp file + rename)
 
 // Human-readable summary: architecture, species, cutoff, parameter count, per-layer precision.
