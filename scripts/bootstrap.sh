@@ -31,6 +31,7 @@ APT_PACKAGES=(
   libgtest-dev
   nlohmann-json3-dev libcli11-dev libfmt-dev
   libdnnl-dev libxtensor-dev zlib1g-dev
+  libopenblas0-openmp
   python3-numpy python3-matplotlib
 )
 

@@ -32,6 +32,39 @@ torch::Tensor where_equal(const torch::Tensor& t, std::int64_t value) {
   return torch::nonzero(t == value).squeeze(1);
 }
 
+// Padded slot layout per neighbour species. For species a the result is (N*nmax_a) edge
+// indices, nmax_a the most neighbours of species a of any centre: slot i·nmax_a + k holds the
+// k-th edge (in input order) from centre i to a neighbour of species a, or E when empty.
+std::vector<torch::Tensor> padded_slots(const torch::Tensor& edge_i, const torch::Tensor& aj, std::int64_t N,
+                                        std::int64_t S) {
+  torch::NoGradGuard no_grad;
+  const std::int64_t E = edge_i.size(0);
+  const auto iopts = edge_i.options();
+  std::vector<torch::Tensor> out(static_cast<std::size_t>(S));
+  if (E == 0 || N == 0) {
+    for (auto& t : out) t = torch::empty({0}, iopts);
+    return out;
+  }
+  torch::Tensor key = edge_i * S + aj;                                             // (E) group id
+  auto [sorted_key, order] = torch::sort(key, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+  torch::Tensor counts = torch::bincount(key, {}, N * S);                          // (N*S)
+  torch::Tensor start = counts.cumsum(0) - counts;                                 // (N*S)
+  torch::Tensor rank = torch::arange(E, iopts) - start.index_select(0, sorted_key);  // (E) in sorted order
+  torch::Tensor nmax = std::get<0>(counts.view({N, S}).max(0));                    // (S)
+  for (std::int64_t a = 0; a < S; ++a) {
+    const std::int64_t m = nmax[a].item<std::int64_t>();
+    if (m == 0) {
+      out[static_cast<std::size_t>(a)] = torch::empty({0}, iopts);
+      continue;
+    }
+    torch::Tensor sel = (sorted_key.remainder(S) == a);
+    torch::Tensor centre = sorted_key.masked_select(sel).div(S, "floor");
+    torch::Tensor flat = centre * m + rank.masked_select(sel);
+    out[static_cast<std::size_t>(a)] = torch::full({N * m}, E, iopts).index_put_({flat}, order.masked_select(sel));
+  }
+  return out;
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------------------ edge batches
@@ -168,7 +201,6 @@ torch::Tensor Se2aModuleImpl::forward(const torch::Tensor& positions, const torc
                                       const torch::Tensor& edge_shift) {
   const std::int64_t S = arch_.nspecies();
   const std::int64_t N = positions.size(0);
-  const std::int64_t E = edge_i.size(0);
   const std::int64_t M1 = arch_.m1();
   const std::int64_t M2 = arch_.axis_neuron;
   const double rc = arch_.rcut, rs = arch_.rcut_smth;
@@ -194,27 +226,28 @@ torch::Tensor Se2aModuleImpl::forward(const torch::Tensor& positions, const torc
   torch::Tensor R = torch::cat({(s / ss).unsqueeze(1), x * (s * inv_r / sr).unsqueeze(1)}, 1);  // (E, 4)
   torch::Tensor shat = (s - ms) / ss;                                                            // (E)
 
-  // Eq. G: embedding net of the neighbour species, per edge.
-  torch::Tensor G;  // (E, M1)
+  // Eqs. G and D, padded per neighbour species: the edges of centre i with neighbour species a
+  // fill the slots i·nmax_a + rank of an (N, nmax_a) layout; empty slots have R̂ = 0, so they add
+  // exactly nothing to T_i = (1/Nc) Σ_j G_ij ⊗ R̂_ij and no gather/scatter of G is needed.
+  const std::vector<torch::Tensor> slots = padded_slots(edge_i, aj, N, S);   // (S) each (N*nmax_a)
+  torch::Tensor shat_ext = torch::cat({shat, torch::zeros({1}, opts)});      // (E+1), last: empty slot
+  torch::Tensor R_ext = torch::cat({R, torch::zeros({1, 4}, opts)});         // (E+1, 4)
+  torch::Tensor T;                                                           // (N, M1, 4)
   for (std::int64_t a = 0; a < S; ++a) {
-    torch::Tensor idx = S == 1 ? torch::Tensor() : where_equal(aj, a);
-    if (idx.defined() && idx.numel() == 0) continue;
-    torch::Tensor in = (idx.defined() ? shat.index_select(0, idx) : shat).unsqueeze(1);  // (n, 1)
-    torch::Tensor g = apply_net(embed_[static_cast<std::size_t>(a)], in);                 // (n, M1)
-    if (!idx.defined()) {
-      G = g;
-    } else {
-      if (!G.defined()) G = torch::zeros({E, M1}, opts);
-      G = G.index_copy(0, idx, g);
-    }
+    const torch::Tensor& pad = slots[static_cast<std::size_t>(a)];
+    if (pad.numel() == 0) continue;
+    const std::int64_t nmax = pad.numel() / N;
+    torch::Tensor in = shat_ext.index_select(0, pad).unsqueeze(1);                          // (N*nmax, 1)
+    torch::Tensor G = apply_net(embed_[static_cast<std::size_t>(a)], in).view({N, nmax, M1});  // (N, nmax, M1)
+    torch::Tensor Ra = R_ext.index_select(0, pad).view({N, nmax, 4});                        // (N, nmax, 4)
+    torch::Tensor t = torch::bmm(G.transpose(1, 2), Ra);                                     // (N, M1, 4)
+    T = T.defined() ? T + t : t;
   }
-  if (!G.defined()) G = torch::zeros({E, M1}, opts);
-
-  // Eq. D: T_i = (1/Nc) Σ_j G_ij ⊗ R̂_ij, D_i = T_i T_i[:M2]ᵀ.
-  torch::Tensor GR = G.unsqueeze(2) * R.unsqueeze(1);                                      // (E, M1, 4)
-  torch::Tensor T = torch::zeros({N, M1, 4}, opts).index_add(0, edge_i, GR) / arch_.neighbor_norm;  // (N, M1, 4)
-  torch::Tensor D = torch::matmul(T, T.index({Slice(), Slice(0, M2), Slice()}).transpose(1, 2));    // (N, M1, M2)
-  D = D.reshape({N, M1 * M2});
+  if (!T.defined()) T = torch::zeros({N, M1, 4}, opts);
+  T = T / arch_.neighbor_norm;
+  // Eq. D: D_i = T_i T_i[:M2]ᵀ, flattened row-major (m·M2 + n).
+  torch::Tensor T2 = T.index({Slice(), Slice(0, M2), Slice()});                // (N, M2, 4)
+  torch::Tensor D = torch::matmul(T, T2.transpose(1, 2)).reshape({N, M1 * M2});  // (N, M1*M2)
 
   // Eq. F: fitting net of the centre species plus the energy bias.
   torch::Tensor atom_e;  // (N)

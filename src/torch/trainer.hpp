@@ -87,6 +87,8 @@ struct TrainOptions {
   std::ostream* log = nullptr;         // progress and report; nullptr: std::cout
   bool progress = true;                // progress bar / periodic lines
   bool plot = true;                    // call scripts/plot_learning_curve.py at the end
+  int stop_at = -1;                    // >= 0: stop after this step (checkpoint and model so far);
+                                       // a later run with resume continues the same schedule
 };
 
 struct TrainResult {

@@ -1,0 +1,869 @@
+// LibTorch trainer of the se_e2_a model (see trainer.hpp for the config and the loss).
+#include "torch/trainer.hpp"
+
+#include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <limits>
+#include <random>
+#include <set>
+#include <sstream>
+
+#include "qnn/data.hpp"
+#include "qnn/error.hpp"
+#include "torch/se2a_module.hpp"
+
+#ifndef QNN_VERSION
+#define QNN_VERSION "unknown"
+#endif
+#ifndef QNN_SOURCE_DIR
+#define QNN_SOURCE_DIR "."
+#endif
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace qnn::libtorch {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// ------------------------------------------------------------------------------ config parsing
+
+// One JSON object of the config: typed getters with defaults and ranges, and a check that
+// every key present was read. Keys starting with '_' are comments and ignored.
+class Section {
+ public:
+  Section(const json* j, std::string prefix, std::string where)
+      : j_(j), prefix_(std::move(prefix)), where_(std::move(where)) {
+    if (j_ != nullptr && !j_->is_object()) fail_at(prefix_.empty() ? "the config" : prefix_.substr(0, prefix_.size() - 1), "must be a JSON object");
+  }
+
+  // A nested object (absent: every key takes its default).
+  Section section(const std::string& key) { return Section(get(key), prefix_ + key + ".", where_); }
+
+  double number(const std::string& key, double def, double lo, double hi, const std::string& range) {
+    const json* v = get(key);
+    if (v == nullptr) return def;
+    if (!v->is_number()) fail(key, "must be a number", *v);
+    double x = v->get<double>();
+    if (!(x >= lo && x <= hi)) fail(key, "must be " + range, *v);
+    return x;
+  }
+  long long integer(const std::string& key, long long def, long long lo, long long hi, const std::string& range) {
+    const json* v = get(key);
+    if (v == nullptr) return def;
+    long long x = as_integer(key, *v);
+    if (x < lo || x > hi) fail(key, "must be " + range, *v);
+    return x;
+  }
+  bool boolean(const std::string& key, bool def) {
+    const json* v = get(key);
+    if (v == nullptr) return def;
+    if (!v->is_boolean()) fail(key, "must be true or false", *v);
+    return v->get<bool>();
+  }
+  std::string string(const std::string& key, const std::string& def, const std::vector<std::string>& allowed = {}) {
+    const json* v = get(key);
+    if (v == nullptr) return def;
+    if (!v->is_string()) fail(key, "must be a string", *v);
+    std::string s = v->get<std::string>();
+    if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), s) == allowed.end()) {
+      std::string list;
+      for (const auto& a : allowed) list += (list.empty() ? "\"" : ", \"") + a + "\"";
+      fail(key, "must be one of " + list, *v);
+    }
+    return s;
+  }
+  std::vector<int> int_list(const std::string& key, const std::vector<int>& def, bool required, int lo, bool allow_empty) {
+    const json* v = get(key);
+    if (v == nullptr) {
+      if (required) fail_at(prefix_ + key, "is required (a list of integers)");
+      return def;
+    }
+    if (!v->is_array()) fail(key, "must be a list of integers", *v);
+    if (v->empty() && !allow_empty) fail(key, "must not be empty", *v);
+    std::vector<int> out;
+    for (const json& e : *v) {
+      long long x = as_integer(key, e);
+      if (x < lo || x > std::numeric_limits<int>::max()) fail(key, "entries must be integers >= " + std::to_string(lo), *v);
+      out.push_back(static_cast<int>(x));
+    }
+    return out;
+  }
+  std::vector<std::string> string_list(const std::string& key, bool required) {
+    const json* v = get(key);
+    if (v == nullptr) {
+      if (required) fail_at(prefix_ + key, "is required (a list of strings)");
+      return {};
+    }
+    if (v->is_string()) return {v->get<std::string>()};
+    if (!v->is_array()) fail(key, "must be a list of strings", *v);
+    std::vector<std::string> out;
+    for (const json& e : *v) {
+      if (!e.is_string() || e.get<std::string>().empty()) fail(key, "entries must be non-empty strings", *v);
+      out.push_back(e.get<std::string>());
+    }
+    if (required && out.empty()) fail(key, "must not be empty", *v);
+    return out;
+  }
+  bool has(const std::string& key) const { return j_ != nullptr && j_->contains(key); }
+
+  // Throws on the first key that no getter asked for.
+  void finish() const {
+    if (j_ == nullptr) return;
+    for (auto it = j_->begin(); it != j_->end(); ++it) {
+      if (!it.key().empty() && it.key()[0] == '_') continue;
+      if (used_.count(it.key()) == 0) {
+        std::string known;
+        for (const auto& k : used_) known += (known.empty() ? "" : ", ") + k;
+        throw Error(where_ + ": unknown key '" + prefix_ + it.key() + "' (known keys here: " + known + ")");
+      }
+    }
+  }
+
+  [[noreturn]] void fail_at(const std::string& name, const std::string& msg) const {
+    throw Error(where_ + ": " + name + " " + msg);
+  }
+
+ private:
+  const json* get(const std::string& key) {
+    used_.insert(key);
+    if (j_ == nullptr) return nullptr;
+    auto it = j_->find(key);
+    return it == j_->end() ? nullptr : &*it;
+  }
+  long long as_integer(const std::string& key, const json& v) const {
+    if (v.is_number_integer()) return v.get<long long>();
+    if (v.is_number_float()) {
+      double d = v.get<double>();
+      if (std::isfinite(d) && d == std::floor(d) && std::abs(d) < 9.0e15) return static_cast<long long>(d);
+    }
+    fail(key, "must be an integer", v);
+  }
+  [[noreturn]] void fail(const std::string& key, const std::string& msg, const json& v) const {
+    throw Error(where_ + ": " + prefix_ + key + " " + msg + " (got " + v.dump() + ")");
+  }
+
+  const json* j_;
+  std::string prefix_;
+  std::string where_;
+  std::set<std::string> used_;
+};
+
+// Absolute path of `p` relative to `base`.
+std::string resolve(const std::string& base, const std::string& p) {
+  fs::path path(p);
+  fs::path full = (path.is_absolute() || base.empty()) ? path.lexically_normal() : (fs::path(base) / path).lexically_normal();
+  std::string out = full.string();
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  return out;
+}
+
+// ------------------------------------------------------------------------------ data
+
+// One training or validation frame, ready for the module.
+struct FrameData {
+  EdgeBatch edges;          // real tensors in the training dtype
+  torch::Tensor force_ref;  // (N, 3) eV/Å, training dtype
+  double energy_ref = 0;    // eV
+  int natoms = 0;
+  std::vector<int> counts;  // (S) atoms per species
+  std::string label;
+};
+
+// Learning rate of update k (DeePMD "exp", staircase).
+double learning_rate(const TrainConfig& c, int k) {
+  const double rate = std::exp(std::log(c.stop_lr / c.start_lr) /
+                               (static_cast<double>(std::max(c.steps, 1)) / c.decay_steps));
+  return c.start_lr * std::pow(rate, static_cast<double>(k / c.decay_steps));
+}
+
+// Energy and force RMSE over frames: meV/atom (per-atom energy error) and meV/Å (components).
+std::pair<double, double> evaluate_rmse(Se2aModule& module, const std::vector<FrameData>& frames,
+                                        const std::vector<int>& which) {
+  if (which.empty()) return {kNaN, kNaN};
+  double se = 0, sf = 0;
+  std::int64_t nf = 0;
+  constexpr std::size_t kChunk = 4;
+  for (std::size_t start = 0; start < which.size(); start += kChunk) {
+    std::vector<const EdgeBatch*> parts;
+    std::vector<torch::Tensor> fref;
+    std::vector<double> eref, nat;
+    for (std::size_t k = start; k < std::min(which.size(), start + kChunk); ++k) {
+      const FrameData& f = frames[static_cast<std::size_t>(which[k])];
+      parts.push_back(&f.edges);
+      fref.push_back(f.force_ref);
+      eref.push_back(f.energy_ref);
+      nat.push_back(f.natoms);
+    }
+    EnergyForces ef = energy_and_forces(module, concat(parts), false);
+    torch::Tensor e = ef.frame_energy.to(torch::kFloat64);
+    for (std::size_t k = 0; k < eref.size(); ++k) {
+      const double d = (e[static_cast<std::int64_t>(k)].item<double>() - eref[k]) / nat[k];
+      se += d * d;
+    }
+    torch::Tensor df = ef.forces.to(torch::kFloat64) - torch::cat(fref).to(torch::kFloat64);
+    sf += (df * df).sum().item<double>();
+    nf += df.numel();
+  }
+  return {1000.0 * std::sqrt(se / static_cast<double>(which.size())), 1000.0 * std::sqrt(sf / static_cast<double>(nf))};
+}
+
+// Descriptor statistics per (centre, neighbour) species over `frames`: mean and std of s, and
+// the root mean square of s·x_k/r (docs/model.md eq. R). Pairs without edges keep 0 / 1 / 1;
+// standard deviations below 1e-2 are raised to 1e-2 (as DeePMD protects them).
+void descriptor_statistics(const std::vector<FrameData>& frames, const std::vector<int>& which, const Model& m,
+                           std::vector<double>& mean_s, std::vector<double>& std_s, std::vector<double>& std_r,
+                           std::vector<int>& max_neighbors) {
+  const int S = m.nspecies();
+  const auto SS = static_cast<std::size_t>(S * S);
+  std::vector<double> n(SS, 0), sum_s(SS, 0), sum_s2(SS, 0), sum_r2(SS, 0);
+  max_neighbors.assign(static_cast<std::size_t>(S), 0);
+  const double rc = m.rcut, rs = m.rcut_smth;
+  for (int fi : which) {
+    const EdgeBatch& b = frames[static_cast<std::size_t>(fi)].edges;
+    torch::Tensor pos = b.positions.to(torch::kFloat64).contiguous();
+    torch::Tensor sh = b.edge_shift.to(torch::kFloat64).contiguous();
+    const double* p = pos.data_ptr<double>();
+    const double* shift = sh.data_ptr<double>();
+    const std::int64_t* ei = b.edge_i.data_ptr<std::int64_t>();
+    const std::int64_t* ej = b.edge_j.data_ptr<std::int64_t>();
+    const std::int64_t* sp = b.species.data_ptr<std::int64_t>();
+    const std::int64_t N = b.natoms();
+    std::vector<int> count(static_cast<std::size_t>(N * S), 0);  // (N, S) neighbours per species
+    for (std::int64_t e = 0; e < b.nedges(); ++e) {
+      double x[3];
+      for (int k = 0; k < 3; ++k) x[k] = p[3 * ej[e] + k] + shift[3 * e + k] - p[3 * ei[e] + k];
+      const double r = std::sqrt(x[0] * x[0] + x[1] * x[1] + x[2] * x[2]);
+      double s = 0;
+      if (r < rs) {
+        s = 1.0 / r;
+      } else if (r < rc) {
+        const double u = (r - rs) / (rc - rs);
+        s = (u * u * u * (-6.0 * u * u + 15.0 * u - 10.0) + 1.0) / r;
+      }
+      const auto pair = static_cast<std::size_t>(sp[ei[e]] * S + sp[ej[e]]);
+      n[pair] += 1;
+      sum_s[pair] += s;
+      sum_s2[pair] += s * s;
+      for (int k = 0; k < 3; ++k) sum_r2[pair] += (s * x[k] / r) * (s * x[k] / r);
+      ++count[static_cast<std::size_t>(ei[e] * S + sp[ej[e]])];
+    }
+    for (std::size_t k = 0; k < count.size(); ++k) {
+      auto a = k % static_cast<std::size_t>(S);
+      max_neighbors[a] = std::max(max_neighbors[a], count[k]);
+    }
+  }
+  mean_s.assign(SS, 0.0);
+  std_s.assign(SS, 1.0);
+  std_r.assign(SS, 1.0);
+  constexpr double kProtect = 1e-2;
+  for (std::size_t k = 0; k < SS; ++k) {
+    if (n[k] == 0) continue;
+    mean_s[k] = sum_s[k] / n[k];
+    std_s[k] = std::max(kProtect, std::sqrt(std::max(0.0, sum_s2[k] / n[k] - mean_s[k] * mean_s[k])));
+    std_r[k] = std::max(kProtect, std::sqrt(sum_r2[k] / (3 * n[k])));
+  }
+}
+
+// Per-species energy bias by least squares over the training frames: the minimum-norm
+// solution of counts · bias ≈ energy (unique only when the compositions span the species).
+std::vector<double> energy_bias_lstsq(const std::vector<FrameData>& frames, const std::vector<int>& which, int S) {
+  const auto F = static_cast<std::int64_t>(which.size());
+  torch::Tensor A = torch::zeros({F, S}, torch::kFloat64);  // (F, S) atom counts
+  torch::Tensor y = torch::zeros({F}, torch::kFloat64);     // (F) energies
+  auto pa = A.accessor<double, 2>();
+  auto py = y.accessor<double, 1>();
+  for (std::int64_t f = 0; f < F; ++f) {
+    const FrameData& fr = frames[static_cast<std::size_t>(which[static_cast<std::size_t>(f)])];
+    for (int s = 0; s < S; ++s) pa[f][s] = fr.counts[static_cast<std::size_t>(s)];
+    py[f] = fr.energy_ref;
+  }
+  torch::Tensor bias = torch::matmul(torch::linalg_pinv(A), y).contiguous();  // (S)
+  return {bias.data_ptr<double>(), bias.data_ptr<double>() + S};
+}
+
+// "1h02m03s" style duration.
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "--";
+  auto s = static_cast<long long>(seconds + 0.5);
+  char buf[64];
+  if (s >= 3600) {
+    std::snprintf(buf, sizeof buf, "%lldh%02lldm%02llds", s / 3600, (s / 60) % 60, s % 60);
+  } else if (s >= 60) {
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", s / 60, s % 60);
+  } else {
+    std::snprintf(buf, sizeof buf, "%llds", s);
+  }
+  return buf;
+}
+
+// Fixed-precision number, "nan" for NaN.
+std::string fmt(double v, int prec = 2) {
+  if (std::isnan(v)) return "nan";
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(prec) << v;
+  return os.str();
+}
+std::string sci(double v) {
+  std::ostringstream os;
+  os << std::scientific << std::setprecision(3) << v;
+  return os.str();
+}
+
+// The learning curve as CSV.
+void write_curve_csv(const std::string& path, const std::vector<CurvePoint>& curve) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    if (!out) throw Error(path + ": cannot write the learning curve");
+    out << "step,lr,pref_e,pref_f,loss,train_e_rmse_meV_atom,train_f_rmse_meV_A,val_e_rmse_meV_atom,val_f_rmse_meV_A,wall_s\n";
+    out << std::setprecision(9);
+    for (const CurvePoint& c : curve) {
+      out << c.step << ',' << c.lr << ',' << c.pref_e << ',' << c.pref_f << ',' << c.loss << ',' << c.train_e_rmse
+          << ',' << c.train_f_rmse << ',' << c.val_e_rmse << ',' << c.val_f_rmse << ',' << c.wall_s << '\n';
+    }
+    if (!out) throw Error(path + ": error writing the learning curve");
+  }
+  fs::rename(tmp, path);
+}
+
+// Single-quoted for /bin/sh.
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+// The parts of the config a checkpoint must agree with to be resumed.
+json resume_signature(const TrainConfig& c) {
+  json j = c.to_json();
+  j["training"].erase("steps");
+  j["training"].erase("disp_freq");
+  j["training"].erase("checkpoint_freq");
+  j.erase("output");
+  return j;
+}
+
+// Checkpoint contents besides the module and optimizer.
+struct TrainState {
+  int step = 0;
+  std::mt19937_64 rng;
+  std::vector<int> order;   // current epoch's frame order
+  std::size_t cursor = 0;   // next position in `order`
+  std::vector<CurvePoint> curve;
+  double wall_s = 0;
+};
+
+json curve_to_json(const std::vector<CurvePoint>& curve) {
+  json a = json::array();
+  auto num = [](double v) { return std::isnan(v) ? json(nullptr) : json(v); };
+  for (const CurvePoint& c : curve) {
+    a.push_back({c.step, c.lr, c.pref_e, c.pref_f, num(c.loss), num(c.train_e_rmse), num(c.train_f_rmse),
+                 num(c.val_e_rmse), num(c.val_f_rmse), c.wall_s});
+  }
+  return a;
+}
+
+std::vector<CurvePoint> curve_from_json(const json& a) {
+  std::vector<CurvePoint> out;
+  auto num = [](const json& v) { return v.is_null() ? kNaN : v.get<double>(); };
+  for (const json& r : a) {
+    CurvePoint c;
+    c.step = r[0].get<int>();
+    c.lr = r[1].get<double>();
+    c.pref_e = r[2].get<double>();
+    c.pref_f = r[3].get<double>();
+    c.loss = num(r[4]);
+    c.train_e_rmse = num(r[5]);
+    c.train_f_rmse = num(r[6]);
+    c.val_e_rmse = num(r[7]);
+    c.val_f_rmse = num(r[8]);
+    c.wall_s = r[9].get<double>();
+    out.push_back(c);
+  }
+  return out;
+}
+
+// torch::save of module, optimizer and TrainState, written atomically.
+void save_checkpoint(const std::string& path, Se2aModule& module, torch::optim::Adam& optimizer,
+                     const TrainState& st, const TrainConfig& cfg) {
+  torch::serialize::OutputArchive ar;
+  module->save(ar);
+  torch::serialize::OutputArchive opt_ar;
+  optimizer.save(opt_ar);
+  ar.write("optimizer", opt_ar);
+  std::ostringstream rng;
+  rng << st.rng;
+  json meta = {{"step", st.step},         {"rng", rng.str()},       {"order", st.order},
+               {"cursor", st.cursor},     {"wall_s", st.wall_s},    {"curve", curve_to_json(st.curve)},
+               {"signature", resume_signature(cfg)}};
+  ar.write("qnn_train_state", c10::IValue(meta.dump()));
+  const std::string tmp = path + ".tmp";
+  ar.save_to(tmp);
+  fs::rename(tmp, path);
+}
+
+// Restores what save_checkpoint wrote; the config must match the checkpoint's.
+void load_checkpoint(const std::string& path, Se2aModule& module, torch::optim::Adam& optimizer, TrainState& st,
+                     const TrainConfig& cfg) {
+  if (!fs::exists(path)) throw Error(path + ": no checkpoint to resume from");
+  torch::serialize::InputArchive ar;
+  try {
+    ar.load_from(path);
+  } catch (const std::exception& e) {
+    throw Error(path + ": cannot read the checkpoint (" + std::string(e.what()).substr(0, 200) + ")");
+  }
+  c10::IValue meta_v;
+  if (!ar.try_read("qnn_train_state", meta_v) || !meta_v.isString()) throw Error(path + ": not a qnn training checkpoint");
+  json meta = json::parse(meta_v.toStringRef());
+  if (meta["signature"] != resume_signature(cfg)) {
+    throw Error(path + ": the checkpoint was written with a different config (only training.steps, disp_freq, "
+                "checkpoint_freq and output may change on resume)");
+  }
+  module->load(ar);
+  torch::serialize::InputArchive opt_ar;
+  ar.read("optimizer", opt_ar);
+  optimizer.load(opt_ar);
+  st.step = meta["step"].get<int>();
+  std::istringstream rng(meta["rng"].get<std::string>());
+  rng >> st.rng;
+  st.order = meta["order"].get<std::vector<int>>();
+  st.cursor = meta["cursor"].get<std::size_t>();
+  st.wall_s = meta["wall_s"].get<double>();
+  st.curve = curve_from_json(meta["curve"]);
+}
+
+// Fisher-Yates shuffle driven by the raw engine output (portable across standard libraries).
+void shuffle(std::vector<int>& v, std::mt19937_64& rng) {
+  for (std::size_t i = v.size(); i > 1; --i) {
+    std::size_t j = static_cast<std::size_t>(rng() % i);
+    std::swap(v[i - 1], v[j]);
+  }
+}
+
+// Evenly spaced subset of `n` entries of `v` (all of them when n == 0 or n >= size).
+std::vector<int> spaced_subset(const std::vector<int>& v, int n) {
+  if (n <= 0 || static_cast<std::size_t>(n) >= v.size()) return v;
+  std::vector<int> out;
+  for (int k = 0; k < n; ++k) out.push_back(v[static_cast<std::size_t>(k) * v.size() / static_cast<std::size_t>(n)]);
+  return out;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------ config
+
+TrainConfig TrainConfig::from_json(const json& j, const std::string& base_dir, const std::string& where) {
+  TrainConfig c;
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  constexpr long long kIntMax = std::numeric_limits<int>::max();
+  Section root(&j, "", where);
+
+  Section m = root.section("model");
+  c.species = m.string_list("species", false);
+  c.rcut = m.number("rcut", c.rcut, 1e-3, 1e3, "in (0, 1000] Å");
+  c.rcut_smth = m.number("rcut_smth", c.rcut_smth, 0.0, kInf, ">= 0 Å");
+  if (!(c.rcut_smth < c.rcut)) m.fail_at("model.rcut_smth", "must be smaller than model.rcut");
+  c.sel = m.int_list("sel", {}, true, 1, false);
+  c.neighbor_norm = m.number("neighbor_norm", c.neighbor_norm, 0.0, kInf, ">= 0 (0: sum of sel)");
+  c.embed_widths = m.int_list("embed_widths", c.embed_widths, false, 1, false);
+  c.axis_neuron = static_cast<int>(m.integer("axis_neuron", c.axis_neuron, 1, kIntMax, ">= 1"));
+  if (c.axis_neuron > c.embed_widths.back()) {
+    m.fail_at("model.axis_neuron", "must not exceed the last embedding width (" + std::to_string(c.embed_widths.back()) + ")");
+  }
+  c.fit_widths = m.int_list("fit_widths", c.fit_widths, false, 1, false);
+  c.resnet_dt = m.boolean("resnet_dt", c.resnet_dt);
+  c.precision = m.string("precision", c.precision, {"float", "double"});
+  if (!c.species.empty() && c.species.size() != c.sel.size()) {
+    m.fail_at("model.sel", "has " + std::to_string(c.sel.size()) + " entries for " + std::to_string(c.species.size()) + " species");
+  }
+  m.finish();
+
+  Section d = root.section("data");
+  for (const auto& s : d.string_list("systems", true)) c.systems.push_back(resolve(base_dir, s));
+  for (const auto& s : d.string_list("validation_systems", false)) c.validation_systems.push_back(resolve(base_dir, s));
+  c.validation_fraction = d.number("validation_fraction", c.validation_systems.empty() ? c.validation_fraction : 0.0,
+                                   0.0, 0.9, "in [0, 0.9]");
+  if (!c.validation_systems.empty() && c.validation_fraction > 0) {
+    d.fail_at("data.validation_fraction", "cannot be combined with data.validation_systems");
+  }
+  c.stat_frames = static_cast<int>(d.integer("stat_frames", c.stat_frames, 1, kIntMax, ">= 1"));
+  d.finish();
+
+  Section l = root.section("learning_rate");
+  c.start_lr = l.number("start_lr", c.start_lr, 1e-12, 10.0, "in (0, 10]");
+  c.stop_lr = l.number("stop_lr", c.stop_lr, 1e-14, 10.0, "in (0, 10]");
+  if (c.stop_lr > c.start_lr) l.fail_at("learning_rate.stop_lr", "must not exceed start_lr");
+  c.decay_steps = static_cast<int>(l.integer("decay_steps", c.decay_steps, 1, kIntMax, ">= 1"));
+  l.finish();
+
+  Section s = root.section("loss");
+  c.start_pref_e = s.number("start_pref_e", c.start_pref_e, 0.0, kInf, ">= 0");
+  c.limit_pref_e = s.number("limit_pref_e", c.limit_pref_e, 0.0, kInf, ">= 0");
+  c.start_pref_f = s.number("start_pref_f", c.start_pref_f, 0.0, kInf, ">= 0");
+  c.limit_pref_f = s.number("limit_pref_f", c.limit_pref_f, 0.0, kInf, ">= 0");
+  if (c.start_pref_e + c.limit_pref_e + c.start_pref_f + c.limit_pref_f == 0) {
+    s.fail_at("loss", "prefactors are all zero");
+  }
+  s.finish();
+
+  Section t = root.section("training");
+  c.steps = static_cast<int>(t.integer("steps", c.steps, 0, kIntMax, ">= 0"));
+  c.batch_size = static_cast<int>(t.integer("batch_size", c.batch_size, 1, 4096, "in [1, 4096]"));
+  c.seed = static_cast<std::uint64_t>(t.integer("seed", static_cast<long long>(c.seed), 0, std::numeric_limits<long long>::max(), ">= 0"));
+  c.threads = static_cast<int>(t.integer("threads", c.threads, 1, 1024, "in [1, 1024]"));
+  c.disp_freq = static_cast<int>(t.integer("disp_freq", c.disp_freq, 1, kIntMax, ">= 1"));
+  c.checkpoint_freq = static_cast<int>(t.integer("checkpoint_freq", c.checkpoint_freq, 1, kIntMax, ">= 1"));
+  c.val_frames = static_cast<int>(t.integer("val_frames", c.val_frames, 0, kIntMax, ">= 0 (0: all)"));
+  c.train_eval_frames = static_cast<int>(t.integer("train_eval_frames", c.train_eval_frames, 0, kIntMax, ">= 0 (0: all)"));
+  t.finish();
+
+  Section o = root.section("output");
+  c.output_dir = resolve(base_dir, o.string("dir", c.output_dir));
+  c.model_file = o.string("model", c.model_file);
+  c.checkpoint_file = o.string("checkpoint", c.checkpoint_file);
+  c.lcurve_file = o.string("lcurve", c.lcurve_file);
+  c.plot_file = o.string("plot", c.plot_file);
+  c.storage_dtype = o.string("storage_dtype", c.storage_dtype, {"auto", "f32", "f64"});
+  for (const auto& [key, value] : {std::pair<std::string, std::string>{"model", c.model_file},
+                                   {"checkpoint", c.checkpoint_file}, {"lcurve", c.lcurve_file}}) {
+    if (value.empty()) o.fail_at("output." + key, "must not be empty");
+  }
+  o.finish();
+
+  root.finish();
+  return c;
+}
+
+// Every key with its value; the inverse of from_json (paths absolute).
+json TrainConfig::to_json() const {
+  return {
+      {"model",
+       {{"species", species},
+        {"rcut", rcut},
+        {"rcut_smth", rcut_smth},
+        {"sel", sel},
+        {"neighbor_norm", neighbor_norm},
+        {"embed_widths", embed_widths},
+        {"axis_neuron", axis_neuron},
+        {"fit_widths", fit_widths},
+        {"resnet_dt", resnet_dt},
+        {"precision", precision}}},
+      {"data",
+       {{"systems", systems},
+        {"validation_systems", validation_systems},
+        {"validation_fraction", validation_fraction},
+        {"stat_frames", stat_frames}}},
+      {"learning_rate", {{"start_lr", start_lr}, {"stop_lr", stop_lr}, {"decay_steps", decay_steps}}},
+      {"loss",
+       {{"start_pref_e", start_pref_e},
+        {"limit_pref_e", limit_pref_e},
+        {"start_pref_f", start_pref_f},
+        {"limit_pref_f", limit_pref_f}}},
+      {"training",
+       {{"steps", steps},
+        {"batch_size", batch_size},
+        {"seed", seed},
+        {"threads", threads},
+        {"disp_freq", disp_freq},
+        {"checkpoint_freq", checkpoint_freq},
+        {"val_frames", val_frames},
+        {"train_eval_frames", train_eval_frames}}},
+      {"output",
+       {{"dir", output_dir},
+        {"model", model_file},
+        {"checkpoint", checkpoint_file},
+        {"lcurve", lcurve_file},
+        {"plot", plot_file},
+        {"storage_dtype", storage_dtype}}},
+  };
+}
+
+std::string TrainConfig::output_path(const std::string& file) const { return resolve(output_dir, file); }
+
+// Parses the file as JSON and validates it.
+TrainConfig read_train_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error(path + ": cannot open the training config");
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::parse_error& e) {
+    throw Error(path + ": not valid JSON (" + e.what() + ")");
+  }
+  fs::path base = fs::absolute(path).parent_path();
+  return TrainConfig::from_json(j, base.string(), path);
+}
+
+// ------------------------------------------------------------------------------ training
+
+TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opt) {
+  using Clock = std::chrono::steady_clock;
+  std::ostream& log = opt.log != nullptr ? *opt.log : std::cout;
+  const bool tty = opt.progress && opt.log == nullptr && isatty(STDOUT_FILENO) != 0;
+  const auto t_setup = Clock::now();
+
+  TrainConfig cfg = cfg_in;
+#if defined(__GLIBC__)
+  // Every step allocates and frees the same large tensors; keeping freed memory in the process
+  // (instead of unmapping it) saves the page faults of re-mapping it, ~15% of a step.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
+  torch::set_num_threads(cfg.threads);
+  torch::manual_seed(cfg.seed);
+  const torch::Dtype dtype = cfg.precision == "float" ? torch::kFloat32 : torch::kFloat64;
+
+  // Species and data.
+  if (cfg.species.empty()) {
+    std::vector<std::string> all = cfg.systems;
+    all.insert(all.end(), cfg.validation_systems.begin(), cfg.validation_systems.end());
+    cfg.species = collect_species(all);
+  }
+  if (cfg.species.size() != cfg.sel.size()) {
+    throw Error("config: model.sel has " + std::to_string(cfg.sel.size()) + " entries but the data has " +
+                std::to_string(cfg.species.size()) + " species; set model.species and model.sel to match");
+  }
+  log << "qnn train " << QNN_VERSION << "\nconfig (defaults filled in):\n" << cfg.to_json().dump(2) << "\n";
+  fs::create_directories(cfg.output_dir);
+  {
+    std::ofstream full(cfg.output_path("config.full.json"));
+    full << cfg.to_json().dump(2) << "\n";
+  }
+
+  const int S = static_cast<int>(cfg.species.size());
+  std::vector<FrameData> frames;
+  std::vector<int> train_idx, val_idx;
+  auto load = [&](const std::vector<std::string>& dirs, std::vector<int>& idx) {
+    for (const System& sys : read_systems(dirs, cfg.species)) {
+      std::vector<int> counts(static_cast<std::size_t>(S), 0);
+      for (int s : sys.species) ++counts[static_cast<std::size_t>(s)];
+      for (int f = 0; f < sys.nframes; ++f) {
+        FrameData fd;
+        fd.edges = frame_edges(sys.cell(f), sys.positions(f), sys.species, cfg.rcut, dtype);
+        fd.force_ref = torch::tensor(sys.forces(f), torch::kFloat64).reshape({sys.natoms, 3}).to(dtype);
+        fd.energy_ref = sys.energy[static_cast<std::size_t>(f)];
+        fd.natoms = sys.natoms;
+        fd.counts = counts;
+        fd.label = sys.frame_label(f);
+        idx.push_back(static_cast<int>(frames.size()));
+        frames.push_back(std::move(fd));
+      }
+      log << "data: " << sys.path << ": " << sys.nframes << " frames of " << sys.natoms << " atoms\n";
+    }
+  };
+  load(cfg.systems, train_idx);
+  if (!cfg.validation_systems.empty()) {
+    load(cfg.validation_systems, val_idx);
+  } else if (cfg.validation_fraction > 0) {
+    std::mt19937_64 split_rng(cfg.seed ^ 0x5eed5a1177ULL);
+    shuffle(train_idx, split_rng);
+    auto nval = static_cast<std::size_t>(std::llround(cfg.validation_fraction * static_cast<double>(train_idx.size())));
+    nval = std::max<std::size_t>(1, nval);
+    if (nval >= train_idx.size()) throw Error("config: data.validation_fraction leaves no training frames");
+    val_idx.assign(train_idx.begin(), train_idx.begin() + static_cast<std::ptrdiff_t>(nval));
+    train_idx.erase(train_idx.begin(), train_idx.begin() + static_cast<std::ptrdiff_t>(nval));
+    std::sort(val_idx.begin(), val_idx.end());
+    std::sort(train_idx.begin(), train_idx.end());
+  }
+  if (train_idx.empty()) throw Error("config: no training frames");
+  log << "frames: " << train_idx.size() << " training, " << val_idx.size() << " validation\n";
+
+  // Model, statistics, energy bias.
+  Model init = Model::make_random(cfg.species, cfg.rcut, cfg.rcut_smth, cfg.sel, cfg.embed_widths, cfg.axis_neuron,
+                                  cfg.fit_widths, cfg.resnet_dt, cfg.seed);
+  if (cfg.neighbor_norm > 0) init.neighbor_norm = cfg.neighbor_norm;
+  for (Net& net : init.fit) std::fill(net.layers.back().bias.begin(), net.layers.back().bias.end(), 0.0);  // start at the bias
+  std::vector<int> max_nb;
+  descriptor_statistics(frames, spaced_subset(train_idx, cfg.stat_frames), init, init.mean_s, init.std_s, init.std_r,
+                        max_nb);
+  init.energy_bias = energy_bias_lstsq(frames, train_idx, S);
+  for (int a = 0; a < S; ++a) {
+    const auto ua = static_cast<std::size_t>(a);
+    log << "species " << cfg.species[ua] << ": energy bias " << sci(init.energy_bias[ua]) << " eV, max neighbours "
+        << max_nb[ua] << " (sel " << cfg.sel[ua] << ")" << (max_nb[ua] > cfg.sel[ua] ? "  WARNING: exceeds sel" : "")
+        << "\n";
+    for (int b = 0; b < S; ++b) {
+      const auto k = static_cast<std::size_t>(a * S + b);
+      log << "  stats " << cfg.species[ua] << "-" << cfg.species[static_cast<std::size_t>(b)] << ": mean_s "
+          << sci(init.mean_s[k]) << " std_s " << sci(init.std_s[k]) << " std_r " << sci(init.std_r[k]) << "\n";
+    }
+  }
+  Se2aModule module(init, dtype);
+  log << "parameters: " << init.parameter_count() << ", precision " << cfg.precision << ", threads " << cfg.threads << "\n";
+
+  torch::optim::Adam optimizer(module->parameters(), torch::optim::AdamOptions(cfg.start_lr));
+  TrainState st;
+  st.rng.seed(cfg.seed + 1);
+  const std::string ckpt_path = cfg.output_path(cfg.checkpoint_file);
+  if (opt.resume) {
+    load_checkpoint(ckpt_path, module, optimizer, st, cfg);
+    log << "resumed from " << ckpt_path << " at step " << st.step << "\n";
+  }
+  const std::vector<int> train_eval = spaced_subset(train_idx, cfg.train_eval_frames);
+  const std::vector<int> val_eval = spaced_subset(val_idx, cfg.val_frames);
+  const std::string csv_path = cfg.output_path(cfg.lcurve_file);
+  log << "setup: " << format_duration(std::chrono::duration<double>(Clock::now() - t_setup).count()) << "\n";
+  log << std::setw(8) << "step" << std::setw(11) << "lr" << std::setw(11) << "loss" << std::setw(11) << "E_trn"
+      << std::setw(11) << "E_val" << std::setw(11) << "F_trn" << std::setw(11) << "F_val"
+      << "   (RMSE: E meV/atom, F meV/Å)\n";
+  log.flush();
+
+  const auto t0 = Clock::now();
+  const double wall_before = st.wall_s;
+  const int first_step = st.step;
+  double loss_sum = 0;
+  int loss_n = 0;
+  auto last_progress = Clock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - t0).count(); };
+  auto eta = [&](int step) {
+    const int done = step - first_step;
+    return done > 0 ? elapsed() / done * (cfg.steps - step) : kNaN;
+  };
+
+  // Validation row at `step` (before update `step`).
+  auto record = [&](int step) {
+    CurvePoint c;
+    c.step = step;
+    c.lr = learning_rate(cfg, step);
+    c.pref_e = cfg.limit_pref_e + (cfg.start_pref_e - cfg.limit_pref_e) * c.lr / cfg.start_lr;
+    c.pref_f = cfg.limit_pref_f + (cfg.start_pref_f - cfg.limit_pref_f) * c.lr / cfg.start_lr;
+    c.loss = loss_n > 0 ? loss_sum / loss_n : kNaN;
+    std::tie(c.train_e_rmse, c.train_f_rmse) = evaluate_rmse(module, frames, train_eval);
+    std::tie(c.val_e_rmse, c.val_f_rmse) = evaluate_rmse(module, frames, val_eval);
+    c.wall_s = wall_before + elapsed();
+    loss_sum = 0;
+    loss_n = 0;
+    st.curve.push_back(c);
+    write_curve_csv(csv_path, st.curve);
+    if (tty) log << "\r\033[K";
+    log << std::setw(8) << step << std::setw(11) << sci(c.lr) << std::setw(11) << (std::isnan(c.loss) ? "-" : sci(c.loss))
+        << std::setw(11) << fmt(c.train_e_rmse) << std::setw(11) << fmt(c.val_e_rmse) << std::setw(11)
+        << fmt(c.train_f_rmse, 1) << std::setw(11) << fmt(c.val_f_rmse, 1) << "   " << format_duration(c.wall_s)
+        << " ETA " << format_duration(eta(step)) << std::endl;
+  };
+
+  if (st.curve.empty()) record(st.step);
+  const int last_step = opt.stop_at >= 0 ? std::min(cfg.steps, opt.stop_at) : cfg.steps;
+  while (st.step < last_step) {
+    const int k = st.step;
+    const double lr = learning_rate(cfg, k);
+    for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
+    const double pref_e = cfg.limit_pref_e + (cfg.start_pref_e - cfg.limit_pref_e) * lr / cfg.start_lr;
+    const double pref_f = cfg.limit_pref_f + (cfg.start_pref_f - cfg.limit_pref_f) * lr / cfg.start_lr;
+
+    // The batch: the next batch_size frames of a shuffled epoch order.
+    std::vector<const EdgeBatch*> parts;
+    std::vector<torch::Tensor> fref;
+    std::vector<double> eref, inv_n;
+    for (int b = 0; b < cfg.batch_size; ++b) {
+      if (st.cursor >= st.order.size()) {
+        st.order = train_idx;
+        shuffle(st.order, st.rng);
+        st.cursor = 0;
+      }
+      const FrameData& f = frames[static_cast<std::size_t>(st.order[st.cursor++])];
+      parts.push_back(&f.edges);
+      fref.push_back(f.force_ref);
+      eref.push_back(f.energy_ref);
+      inv_n.push_back(1.0 / f.natoms);
+    }
+    EnergyForces ef = energy_and_forces(module, concat(parts), true);
+    torch::Tensor de = ef.frame_energy - torch::tensor(eref, torch::kFloat64).to(dtype);       // (B)
+    torch::Tensor loss_e = (de * de * torch::tensor(inv_n, torch::kFloat64).to(dtype)).mean();
+    torch::Tensor df = ef.forces - torch::cat(fref);                                           // (N, 3)
+    torch::Tensor loss_f = (df * df).mean();
+    torch::Tensor loss = pref_e * loss_e + pref_f * loss_f;
+    optimizer.zero_grad();
+    loss.backward();
+    optimizer.step();
+    loss_sum += loss.item<double>();
+    ++loss_n;
+    st.step = k + 1;
+
+    if (st.step % cfg.disp_freq == 0 || st.step == cfg.steps) record(st.step);
+    if (st.step % cfg.checkpoint_freq == 0 || st.step == last_step) {
+      st.wall_s = wall_before + elapsed();
+      save_checkpoint(ckpt_path, module, optimizer, st, cfg);
+    }
+    if (opt.progress) {
+      const double since = std::chrono::duration<double>(Clock::now() - last_progress).count();
+      if ((tty && since > 0.5) || (!tty && since > 60.0)) {
+        last_progress = Clock::now();
+        const double frac = static_cast<double>(st.step) / std::max(1, cfg.steps);
+        const double rate = (st.step - first_step) / std::max(1e-9, elapsed());
+        std::ostringstream line;
+        if (tty) {
+          constexpr int kWidth = 30;
+          const int filled = static_cast<int>(frac * kWidth);
+          line << "\r\033[K[" << std::string(static_cast<std::size_t>(filled), '#')
+               << std::string(static_cast<std::size_t>(kWidth - filled), '.') << "] ";
+        } else {
+          line << "progress: ";
+        }
+        line << st.step << "/" << cfg.steps << " (" << fmt(100 * frac, 1) << "%)  loss "
+             << sci(loss_n > 0 ? loss_sum / loss_n : loss.item<double>()) << "  lr " << sci(lr) << "  "
+             << fmt(rate, 2) << " steps/s  ETA " << format_duration(eta(st.step));
+        log << line.str() << (tty ? "" : "\n") << std::flush;
+      }
+    }
+  }
+  if (tty) log << "\r\033[K";
+
+  // Final model.
+  TrainResult result;
+  result.wall_s = elapsed();
+  st.wall_s = wall_before + result.wall_s;
+  result.model = module->to_model();
+  result.curve = st.curve;
+  const std::string storage = cfg.storage_dtype != "auto" ? cfg.storage_dtype : (cfg.precision == "float" ? "f32" : "f64");
+  json prov = {{"created_by", "qnn train"},
+               {"qnn_version", QNN_VERSION},
+               {"config", cfg.to_json()},
+               {"training_frames", train_idx.size()},
+               {"validation_frames", val_idx.size()},
+               {"steps", st.step},
+               {"training_wall_s", st.wall_s},
+               {"storage_dtype", storage}};
+  if (!st.curve.empty()) {
+    const CurvePoint& c = st.curve.back();
+    auto num = [](double v) { return std::isnan(v) ? json(nullptr) : json(v); };
+    prov["final_rmse"] = {{"train_energy_meV_atom", num(c.train_e_rmse)}, {"train_force_meV_A", num(c.train_f_rmse)},
+                          {"val_energy_meV_atom", num(c.val_e_rmse)},     {"val_force_meV_A", num(c.val_f_rmse)}};
+  }
+  result.model.provenance = prov;
+  const std::string model_path = cfg.output_path(cfg.model_file);
+  write_model(result.model, model_path);
+  log << "wrote " << model_path << " (" << st.step << " steps, training time " << format_duration(st.wall_s) << ")\n";
+  log << "learning curve: " << csv_path << "\n";
+
+  if (opt.plot && !cfg.plot_file.empty()) {
+    const char* env_script = std::getenv("QNN_PLOT_SCRIPT");
+    const std::string script = env_script != nullptr ? env_script : std::string(QNN_SOURCE_DIR) + "/scripts/plot_learning_curve.py";
+    const std::string png = cfg.output_path(cfg.plot_file);
+    const std::string cmd = "/usr/bin/python3 " + shell_quote(script) + " " + shell_quote(csv_path) + " " + shell_quote(png) + " 2>&1";
+    const int rc = std::system(cmd.c_str());
+    if (rc != 0) {
+      log << "warning: plotting the learning curve failed (" << cmd << " returned " << rc << "); the CSV is complete\n";
+    } else {
+      log << "plot: " << png << "\n";
+    }
+  }
+  log.flush();
+  return result;
+}
+
+}  // namespace qnn::libtorch

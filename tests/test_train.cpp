@@ -1,0 +1,335 @@
+// The trainer (src/torch/trainer.hpp): a tiny run on a few water frames reduces the loss and
+// the errors, is reproducible for a fixed seed, resumes exactly from a checkpoint, and writes
+// a .qnn whose Kokkos-engine predictions match the training module; config validation.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include <xtensor/xadapt.hpp>
+#include <xtensor/xarray.hpp>
+#include <xtensor/xnpy.hpp>
+
+#include "qnn/data.hpp"
+#include "qnn/engine.hpp"
+#include "qnn/error.hpp"
+#include "qnn/graph.hpp"
+#include "qnn/model.hpp"
+#include "torch/se2a_module.hpp"
+#include "torch/trainer.hpp"
+
+namespace fs = std::filesystem;
+namespace lt = qnn::libtorch;
+using nlohmann::json;
+
+namespace {
+
+// A temporary directory, removed with its contents by the destructor.
+class TempDir {
+ public:
+  TempDir() {
+    static int counter = 0;
+    const char* t = std::getenv("TMPDIR");
+    path_ = fs::path(t ? t : "/tmp") / ("qnn_test_train_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+std::string water_dir() {
+  const std::string project = QNN_WATER_DATA_DIR;
+  if (fs::exists(project + "/data_0/type.raw")) return project;
+  return "/work/shared/data/water-deepmd";
+}
+
+// Writes frames [first, first + n) of water data_0 as a DeePMD system (float64) under `dir`.
+void write_water_subset(const fs::path& dir, int first, int n) {
+  const qnn::System w = qnn::read_system(water_dir() + "/data_0", {"O", "H"});
+  fs::create_directories(dir / "set.000");
+  std::ofstream(dir / "type_map.raw") << "O\nH\n";
+  std::ofstream types(dir / "type.raw");
+  for (int t : w.types) types << t << "\n";
+  const auto N = static_cast<std::size_t>(w.natoms);
+  const auto un = static_cast<std::size_t>(n);
+  auto slice = [&](const std::vector<double>& v, std::size_t per) {
+    return std::vector<double>(v.begin() + static_cast<std::ptrdiff_t>(first * per),
+                               v.begin() + static_cast<std::ptrdiff_t>((first + n) * per));
+  };
+  xt::dump_npy((dir / "set.000/box.npy").string(), xt::adapt(slice(w.box, 9), {un, std::size_t{9}}));
+  xt::dump_npy((dir / "set.000/coord.npy").string(), xt::adapt(slice(w.coord, 3 * N), {un, 3 * N}));
+  xt::dump_npy((dir / "set.000/energy.npy").string(), xt::adapt(slice(w.energy, 1), {un}));
+  xt::dump_npy((dir / "set.000/force.npy").string(), xt::adapt(slice(w.force, 3 * N), {un, 3 * N}));
+}
+
+// Shared data: 6 training and 2 validation frames.
+class TrainTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    data_ = new TempDir();
+    write_water_subset(data_->path() / "train", 0, 6);
+    write_water_subset(data_->path() / "val", 40, 2);
+  }
+  static void TearDownTestSuite() {
+    delete data_;
+    data_ = nullptr;
+  }
+
+  // A small, fast config: rcut 4 Å, embedding 1->8->16, fitting 128->32->32->1, double.
+  static json tiny_config(const fs::path& out) {
+    return json{
+        {"model",
+         {{"rcut", 4.0}, {"rcut_smth", 0.5}, {"sel", {20, 40}}, {"embed_widths", {8, 16}}, {"axis_neuron", 8},
+          {"fit_widths", {32, 32}}, {"precision", "double"}}},
+        {"data", {{"systems", {(data_->path() / "train").string()}}, {"validation_systems", {(data_->path() / "val").string()}}}},
+        {"learning_rate", {{"start_lr", 0.01}, {"stop_lr", 0.002}, {"decay_steps", 10}}},
+        // Constant prefactors, so the loss values of different steps are comparable.
+        {"loss", {{"start_pref_e", 0.02}, {"limit_pref_e", 0.02}, {"start_pref_f", 100.0}, {"limit_pref_f", 100.0}}},
+        {"training", {{"steps", 40}, {"batch_size", 2}, {"seed", 5}, {"threads", 1}, {"disp_freq", 10}, {"checkpoint_freq", 20}}},
+        {"output", {{"dir", out.string()}}}};
+  }
+
+  static lt::TrainResult run(const json& j, std::ostringstream& log, bool resume = false, int stop_at = -1,
+                             bool plot = false) {
+    lt::TrainConfig cfg = lt::TrainConfig::from_json(j, "", "test config");
+    lt::TrainOptions opt;
+    opt.log = &log;
+    opt.progress = false;
+    opt.plot = plot;
+    opt.resume = resume;
+    opt.stop_at = stop_at;
+    return lt::train(cfg, opt);
+  }
+
+  static TempDir* data_;
+};
+TempDir* TrainTest::data_ = nullptr;
+
+// Equal values, NaN equal to NaN (the loss column before the first update).
+bool same(double a, double b) { return (std::isnan(a) && std::isnan(b)) || a == b; }
+
+// All weights of a model, flattened.
+std::vector<double> flat_weights(const qnn::Model& m) {
+  std::vector<double> out;
+  for (const auto* nets : {&m.embed, &m.fit}) {
+    for (const qnn::Net& net : *nets) {
+      for (const qnn::DenseLayer& l : net.layers) {
+        out.insert(out.end(), l.weight.begin(), l.weight.end());
+        out.insert(out.end(), l.bias.begin(), l.bias.end());
+        out.insert(out.end(), l.dt.begin(), l.dt.end());
+      }
+    }
+  }
+  return out;
+}
+
+bool have_matplotlib() { return std::system("/usr/bin/python3 -c 'import matplotlib' >/dev/null 2>&1") == 0; }
+
+// ---------------------------------------------------------------------------- training
+
+TEST_F(TrainTest, LossAndErrorsDecrease) {
+  TempDir out;
+  std::ostringstream log;
+  json j = tiny_config(out.path());
+  j["training"]["steps"] = 60;
+  lt::TrainResult r = run(j, log, false, -1, true);
+  ASSERT_EQ(r.curve.size(), 7u) << log.str();  // steps 0, 10, ..., 60
+  const lt::CurvePoint& first = r.curve.front();
+  const lt::CurvePoint& last = r.curve.back();
+  EXPECT_EQ(first.step, 0);
+  EXPECT_EQ(last.step, 60);
+  // Mean training loss over steps 51..60 below that of steps 1..10 (constant prefactors), and
+  // the force errors down by more than 5% on both splits.
+  EXPECT_LT(last.loss, 0.9 * r.curve[1].loss) << log.str();
+  EXPECT_LT(last.train_f_rmse, 0.95 * first.train_f_rmse) << log.str();
+  EXPECT_LT(last.val_f_rmse, 0.95 * first.val_f_rmse) << log.str();
+  // Outputs: model, checkpoint, CSV with a header and one row per curve point, plot.
+  EXPECT_TRUE(fs::exists(out.path() / "model.qnn"));
+  EXPECT_TRUE(fs::exists(out.path() / "checkpoint.pt"));
+  EXPECT_TRUE(fs::exists(out.path() / "config.full.json"));
+  std::ifstream csv(out.path() / "lcurve.csv");
+  std::string line;
+  int lines = 0;
+  while (std::getline(csv, line)) ++lines;
+  EXPECT_EQ(lines, 8);
+  if (have_matplotlib()) {
+    EXPECT_TRUE(fs::exists(out.path() / "lcurve.png")) << log.str();
+  }
+  // The log carries the full config with defaults.
+  EXPECT_NE(log.str().find("\"train_eval_frames\": 32"), std::string::npos);
+}
+
+TEST_F(TrainTest, SameSeedSameResultOtherSeedDiffers) {
+  TempDir out1, out2, out3;
+  std::ostringstream log1, log2, log3;
+  json j = tiny_config(out1.path());
+  j["training"]["steps"] = 15;
+  lt::TrainResult a = run(j, log1);
+  j["output"]["dir"] = out2.path().string();
+  lt::TrainResult b = run(j, log2);
+  EXPECT_EQ(flat_weights(a.model), flat_weights(b.model));
+  ASSERT_EQ(a.curve.size(), b.curve.size());
+  for (std::size_t k = 0; k < a.curve.size(); ++k) {
+    EXPECT_TRUE(same(a.curve[k].loss, b.curve[k].loss)) << k;
+    EXPECT_EQ(a.curve[k].val_f_rmse, b.curve[k].val_f_rmse) << k;
+  }
+  j["output"]["dir"] = out3.path().string();
+  j["training"]["seed"] = 6;
+  lt::TrainResult c = run(j, log3);
+  EXPECT_NE(flat_weights(a.model), flat_weights(c.model));
+}
+
+TEST_F(TrainTest, ResumeContinuesExactly) {
+  TempDir straight, split;
+  std::ostringstream l1, l2, l3;
+  json j = tiny_config(straight.path());
+  j["training"]["steps"] = 16;
+  j["training"]["checkpoint_freq"] = 100;
+  lt::TrainResult a = run(j, l1);
+  j["output"]["dir"] = split.path().string();
+  run(j, l2, false, 7);  // stops after update 7 (mid-epoch, between display rows)
+  lt::TrainResult b = run(j, l3, true);
+  EXPECT_NE(l3.str().find("resumed from"), std::string::npos);
+  EXPECT_EQ(flat_weights(a.model), flat_weights(b.model));
+  ASSERT_EQ(a.curve.size(), b.curve.size());
+  for (std::size_t k = 0; k < a.curve.size(); ++k) EXPECT_EQ(a.curve[k].val_f_rmse, b.curve[k].val_f_rmse) << k;
+
+  // A changed architecture cannot resume from that checkpoint.
+  j["model"]["fit_widths"] = {8, 8};
+  std::ostringstream l4;
+  EXPECT_THROW(run(j, l4, true), qnn::Error);
+}
+
+TEST_F(TrainTest, SavedModelMatchesTrainingModule) {
+  TempDir out;
+  std::ostringstream log;
+  json j = tiny_config(out.path());
+  j["training"]["steps"] = 10;
+  lt::TrainResult r = run(j, log);
+  const qnn::Model saved = qnn::read_model((out.path() / "model.qnn").string());
+  EXPECT_EQ(flat_weights(saved), flat_weights(r.model));  // f64 storage for a double run
+  EXPECT_EQ(saved.mean_s, r.model.mean_s);
+  EXPECT_EQ(saved.energy_bias, r.model.energy_bias);
+
+  // Kokkos engine on the saved file vs the LibTorch module of the training result.
+  qnn::ensure_kokkos_initialized(2);
+  qnn::Engine<double> engine(saved);
+  lt::Se2aModule module(r.model, torch::kFloat64);
+  const qnn::System val = qnn::read_system((data_->path() / "val").string(), saved.species);
+  double se = 0, sf = 0;
+  std::size_t nf = 0;
+  for (int f = 0; f < val.nframes; ++f) {
+    const qnn::NeighborGraph g = qnn::build_periodic_graph(val.cell(f), val.positions(f), val.species, saved.rcut);
+    qnn::EvalResult res;
+    engine.compute(g, res);
+    const std::vector<double> force = qnn::fold_ghost_forces(g, res.force);
+    lt::EnergyForces ef = lt::energy_and_forces(module, lt::edges_from_graph(g), false);
+    const double e_t = ef.frame_energy[0].item<double>();
+    EXPECT_NEAR(res.energy, e_t, 1e-10 * std::abs(e_t));
+    torch::Tensor ft = ef.forces.contiguous();
+    double fmax = 0, dmax = 0;
+    for (std::size_t k = 0; k < force.size(); ++k) {
+      fmax = std::max(fmax, std::abs(force[k]));
+      dmax = std::max(dmax, std::abs(force[k] - ft.data_ptr<double>()[k]));
+      const double d = force[k] - val.force[static_cast<std::size_t>(f) * force.size() + k];
+      sf += d * d;
+      ++nf;
+    }
+    EXPECT_LE(dmax, 1e-10 * fmax);
+    const double de = (res.energy - val.energy[static_cast<std::size_t>(f)]) / val.natoms;
+    se += de * de;
+  }
+  // The trainer's own validation errors at the last step agree with the engine's.
+  const lt::CurvePoint& last = r.curve.back();
+  EXPECT_NEAR(1000 * std::sqrt(se / val.nframes), last.val_e_rmse, 1e-8 * last.val_e_rmse);
+  EXPECT_NEAR(1000 * std::sqrt(sf / static_cast<double>(nf)), last.val_f_rmse, 1e-8 * last.val_f_rmse);
+}
+
+// ---------------------------------------------------------------------------- config validation
+
+// Expects from_json to throw qnn::Error mentioning `needle`.
+void expect_config_error(const json& j, const std::string& needle) {
+  try {
+    lt::TrainConfig::from_json(j, "/base", "cfg.json");
+    ADD_FAILURE() << "no error for " << j.dump();
+  } catch (const qnn::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST(TrainConfig, DefaultsAndPaths) {
+  const json j = {{"model", {{"sel", {46, 92}}}}, {"data", {{"systems", {"data/a", "/abs/b"}}}}, {"_comment", "ignored"}};
+  lt::TrainConfig c = lt::TrainConfig::from_json(j, "/base", "cfg.json");
+  EXPECT_EQ(c.systems, (std::vector<std::string>{"/base/data/a", "/abs/b"}));
+  EXPECT_EQ(c.output_dir, "/base");
+  EXPECT_EQ(c.output_path("model.qnn"), "/base/model.qnn");
+  EXPECT_EQ(c.embed_widths, (std::vector<int>{25, 50, 100}));
+  EXPECT_DOUBLE_EQ(c.validation_fraction, 0.1);
+  // to_json round-trips every key.
+  lt::TrainConfig d = lt::TrainConfig::from_json(c.to_json(), "/elsewhere", "cfg.json");
+  EXPECT_EQ(d.to_json(), c.to_json());
+}
+
+TEST(TrainConfig, RejectsBadKeysTypesAndRanges) {
+  const json good = {{"model", {{"sel", {46, 92}}}}, {"data", {{"systems", {"a"}}}}};
+  json j = good;
+  j["model"]["rcutt"] = 6.0;
+  expect_config_error(j, "unknown key 'model.rcutt'");
+  j = good;
+  j["trainig"] = json::object();
+  expect_config_error(j, "unknown key 'trainig'");
+  j = good;
+  j["training"]["steps"] = "many";
+  expect_config_error(j, "training.steps must be an integer");
+  j = good;
+  j["training"]["steps"] = 1.5;
+  expect_config_error(j, "training.steps must be an integer");
+  j = good;
+  j["training"]["batch_size"] = 0;
+  expect_config_error(j, "training.batch_size must be in [1, 4096]");
+  j = good;
+  j["model"]["rcut_smth"] = 7.0;
+  expect_config_error(j, "model.rcut_smth must be smaller than model.rcut");
+  j = good;
+  j["model"]["embed_widths"] = {25, -50};
+  expect_config_error(j, "model.embed_widths entries must be integers >= 1");
+  j = good;
+  j["model"]["precision"] = "half";
+  expect_config_error(j, "model.precision must be one of \"float\", \"double\"");
+  j = good;
+  j["learning_rate"]["stop_lr"] = 0.1;
+  expect_config_error(j, "stop_lr must not exceed start_lr");
+  j = good;
+  j["model"].erase("sel");
+  expect_config_error(j, "model.sel is required");
+  j = good;
+  j["data"]["validation_systems"] = {"v"};
+  j["data"]["validation_fraction"] = 0.2;
+  expect_config_error(j, "cannot be combined");
+  j = good;
+  j["model"]["resnet_dt"] = 1;
+  expect_config_error(j, "model.resnet_dt must be true or false");
+  j = good;
+  j["model"]["species"] = {"O", "H", "C"};
+  expect_config_error(j, "model.sel has 2 entries for 3 species");
+  j = good;
+  j["loss"] = {{"start_pref_e", 0}, {"limit_pref_e", 0}, {"start_pref_f", 0}, {"limit_pref_f", 0}};
+  expect_config_error(j, "prefactors are all zero");
+  expect_config_error(json::array(), "must be a JSON object");
+}
+
+}  // namespace

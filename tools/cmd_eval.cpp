@@ -1,0 +1,206 @@
+// `qnn eval model.qnn DATA_DIR... [--json out.json]`: errors of a model against DeePMD data,
+// computed by the core Kokkos engine (no LibTorch needed). Energy errors are per atom
+// (meV/atom), force errors per Cartesian component (meV/Å); predicted minus reference.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "commands.hpp"
+#include "qnn/data.hpp"
+#include "qnn/engine.hpp"
+#include "qnn/error.hpp"
+#include "qnn/model.hpp"
+
+namespace qnn::cli {
+namespace {
+
+struct EvalArgs {
+  std::string model;
+  std::vector<std::string> data;
+  std::string json_out;
+  std::string precision = "double";
+  int threads = -1;
+  int worst = 5;
+};
+
+// Error sums of one group of frames (a system, or everything).
+struct ErrorSums {
+  double e2 = 0, e1 = 0;    // Σ (ΔE/N)², Σ |ΔE/N|  (eV/atom)
+  double f2 = 0, f1 = 0;    // Σ ΔF², Σ |ΔF|        (eV/Å, per component)
+  long long nframes = 0, ncomp = 0;
+
+  void add_frame(double de_per_atom) {
+    e2 += de_per_atom * de_per_atom;
+    e1 += std::abs(de_per_atom);
+    ++nframes;
+  }
+  void add_force(double df) {
+    f2 += df * df;
+    f1 += std::abs(df);
+    ++ncomp;
+  }
+  double e_rmse() const { return nframes ? 1000 * std::sqrt(e2 / nframes) : NAN; }
+  double e_mae() const { return nframes ? 1000 * e1 / nframes : NAN; }
+  double f_rmse() const { return ncomp ? 1000 * std::sqrt(f2 / ncomp) : NAN; }
+  double f_mae() const { return ncomp ? 1000 * f1 / ncomp : NAN; }
+};
+
+struct FrameError {
+  std::string label;
+  double e_err = 0;   // meV/atom, signed
+  double f_rmse = 0;  // meV/Å
+};
+
+// A JSON number, or null for NaN.
+nlohmann::json num(double v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v); }
+
+// Evaluates every frame with Engine<Real> and prints/writes the report.
+template <class Real>
+void run_eval(const EvalArgs& a) {
+  const auto t0 = std::chrono::steady_clock::now();
+  ensure_kokkos_initialized(a.threads);
+  Model model = read_model(a.model);
+  std::vector<System> systems = read_systems(a.data, model.species);
+  Engine<Real> engine(model);
+  const int S = model.nspecies();
+
+  ErrorSums total;
+  std::vector<ErrorSums> by_species(static_cast<std::size_t>(S));
+  std::vector<ErrorSums> by_system(systems.size());
+  std::vector<FrameError> frames;
+  EvalResult res;
+  EvalOptions eopt;
+  eopt.atom_energy = false;
+  for (std::size_t si = 0; si < systems.size(); ++si) {
+    const System& sys = systems[si];
+    for (int f = 0; f < sys.nframes; ++f) {
+      NeighborGraph g = build_periodic_graph(sys.cell(f), sys.positions(f), sys.species, model.rcut);
+      engine.compute(g, res, eopt);
+      std::vector<double> force = fold_ghost_forces(g, res.force);  // (natoms, 3)
+      const std::vector<double> fref = sys.forces(f);                 // (natoms, 3)
+      const double de = (res.energy - sys.energy[static_cast<std::size_t>(f)]) / sys.natoms;
+      total.add_frame(de);
+      by_system[si].add_frame(de);
+      ErrorSums frame_sums;
+      for (int i = 0; i < sys.natoms; ++i) {
+        for (int k = 0; k < 3; ++k) {
+          const auto idx = 3 * static_cast<std::size_t>(i) + static_cast<std::size_t>(k);
+          const double df = force[idx] - fref[idx];
+          total.add_force(df);
+          by_system[si].add_force(df);
+          by_species[static_cast<std::size_t>(sys.species[static_cast<std::size_t>(i)])].add_force(df);
+          frame_sums.add_force(df);
+        }
+      }
+      frames.push_back({sys.frame_label(f), 1000 * de, frame_sums.f_rmse()});
+    }
+  }
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  // Table.
+  std::printf("model: %s (%s engine)\n", a.model.c_str(), a.precision.c_str());
+  std::printf("frames: %lld, wall time %.1f s\n\n", total.nframes, wall);
+  int w = 6;
+  for (const System& sys : systems) w = std::max(w, static_cast<int>(sys.path.size()));
+  std::printf("%-*s %8s %12s %12s %12s %12s\n", w, "system", "frames", "E RMSE", "E MAE", "F RMSE", "F MAE");
+  std::printf("%-*s %8s %12s %12s %12s %12s\n", w, "", "", "meV/atom", "meV/atom", "meV/A", "meV/A");
+  for (std::size_t si = 0; si < systems.size(); ++si) {
+    const ErrorSums& e = by_system[si];
+    std::printf("%-*s %8lld %12.3f %12.3f %12.2f %12.2f\n", w, systems[si].path.c_str(), e.nframes, e.e_rmse(),
+                e.e_mae(), e.f_rmse(), e.f_mae());
+  }
+  std::printf("%-*s %8lld %12.3f %12.3f %12.2f %12.2f\n\n", w, "all", total.nframes, total.e_rmse(), total.e_mae(),
+              total.f_rmse(), total.f_mae());
+  std::printf("%-10s %12s %12s\n", "species", "F RMSE", "F MAE");
+  for (int s = 0; s < S; ++s) {
+    const ErrorSums& e = by_species[static_cast<std::size_t>(s)];
+    if (e.ncomp == 0) continue;
+    std::printf("%-10s %12.2f %12.2f\n", model.species[static_cast<std::size_t>(s)].c_str(), e.f_rmse(), e.f_mae());
+  }
+  std::vector<FrameError> worst = frames;
+  std::sort(worst.begin(), worst.end(), [](const FrameError& x, const FrameError& y) {
+    return x.f_rmse != y.f_rmse ? x.f_rmse > y.f_rmse : x.label < y.label;
+  });
+  worst.resize(std::min(worst.size(), static_cast<std::size_t>(std::max(0, a.worst))));
+  if (!worst.empty()) {
+    int lw = 5;
+    for (const FrameError& f : worst) lw = std::max(lw, static_cast<int>(f.label.size()));
+    std::printf("\nworst frames by force RMSE:\n%-*s %14s %14s\n", lw, "frame", "dE meV/atom", "F RMSE meV/A");
+    for (const FrameError& f : worst) std::printf("%-*s %14.3f %14.2f\n", lw, f.label.c_str(), f.e_err, f.f_rmse);
+  }
+
+  // JSON.
+  if (!a.json_out.empty()) {
+    nlohmann::json j;
+    j["model"] = a.model;
+    j["engine_precision"] = a.precision;
+    j["data"] = a.data;
+    j["frames"] = total.nframes;
+    j["wall_s"] = wall;
+    j["energy"] = {{"rmse_meV_atom", num(total.e_rmse())}, {"mae_meV_atom", num(total.e_mae())}};
+    j["force"] = {{"rmse_meV_A", num(total.f_rmse())}, {"mae_meV_A", num(total.f_mae())}};
+    j["force_by_species"] = nlohmann::json::object();
+    for (int s = 0; s < S; ++s) {
+      const ErrorSums& e = by_species[static_cast<std::size_t>(s)];
+      if (e.ncomp == 0) continue;
+      j["force_by_species"][model.species[static_cast<std::size_t>(s)]] = {
+          {"rmse_meV_A", num(e.f_rmse())}, {"mae_meV_A", num(e.f_mae())}, {"components", e.ncomp}};
+    }
+    j["systems"] = nlohmann::json::array();
+    for (std::size_t si = 0; si < systems.size(); ++si) {
+      const ErrorSums& e = by_system[si];
+      j["systems"].push_back({{"path", systems[si].path},
+                              {"frames", e.nframes},
+                              {"energy_rmse_meV_atom", num(e.e_rmse())},
+                              {"energy_mae_meV_atom", num(e.e_mae())},
+                              {"force_rmse_meV_A", num(e.f_rmse())},
+                              {"force_mae_meV_A", num(e.f_mae())}});
+    }
+    auto frame_json = [](const FrameError& f) {
+      return nlohmann::json{{"frame", f.label}, {"energy_error_meV_atom", f.e_err}, {"force_rmse_meV_A", f.f_rmse}};
+    };
+    j["worst_frames"] = nlohmann::json::array();
+    for (const FrameError& w : worst) j["worst_frames"].push_back(frame_json(w));
+    j["per_frame"] = nlohmann::json::array();
+    for (const FrameError& f : frames) j["per_frame"].push_back(frame_json(f));
+    std::ofstream out(a.json_out);
+    if (!out) throw Error(a.json_out + ": cannot write the JSON report");
+    out << j.dump(2) << "\n";
+    if (!out) throw Error(a.json_out + ": error writing the JSON report");
+    std::printf("\nwrote %s\n", a.json_out.c_str());
+  }
+}
+
+}  // namespace
+
+// Registers `qnn eval`.
+void register_eval(CLI::App& app) {
+  auto args = std::make_shared<EvalArgs>();
+  CLI::App* sub = app.add_subcommand("eval", "Energy and force errors of a model on DeePMD npy data (Kokkos engine)");
+  sub->add_option("model", args->model, "the .qnn model")->required()->check(CLI::ExistingFile);
+  sub->add_option("data", args->data, "DeePMD system directories (type.raw, type_map.raw, set.*/)")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  sub->add_option("--json", args->json_out, "also write the report as JSON to this file");
+  sub->add_option("--precision", args->precision, "engine arithmetic: double (default) or float")
+      ->check(CLI::IsMember({"double", "float"}));
+  sub->add_option("--threads", args->threads, "OpenMP threads (default: Kokkos' default)");
+  sub->add_option("--worst", args->worst, "number of worst frames to list (default 5)")->check(CLI::NonNegativeNumber);
+  sub->callback([args] {
+    if (args->precision == "float") {
+      run_eval<float>(*args);
+    } else {
+      run_eval<double>(*args);
+    }
+  });
+}
+
+}  // namespace qnn::cli

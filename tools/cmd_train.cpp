@@ -1,0 +1,45 @@
+// `qnn train config.json [--resume]`: trains an se_e2_a model with LibTorch (trainer.hpp).
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "commands.hpp"
+#include "torch/trainer.hpp"
+
+namespace qnn::cli {
+namespace {
+
+struct TrainArgs {
+  std::string config;
+  bool resume = false;
+  bool no_plot = false;
+  int stop_at = -1;
+  std::string output_dir;
+};
+
+}  // namespace
+
+// Registers `qnn train`.
+void register_train(CLI::App& app) {
+  auto args = std::make_shared<TrainArgs>();
+  CLI::App* sub = app.add_subcommand("train", "Train an se_e2_a model on DeePMD npy data (LibTorch)");
+  sub->add_option("config", args->config, "training config (JSON); relative paths are relative to its directory")
+      ->required()
+      ->check(CLI::ExistingFile);
+  sub->add_flag("--resume", args->resume, "continue from the checkpoint in the output directory");
+  sub->add_flag("--no-plot", args->no_plot, "do not render the learning-curve PNG");
+  sub->add_option("--stop-at", args->stop_at, "stop after this step (with a checkpoint); continue later with --resume")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--output-dir", args->output_dir, "write the outputs here instead of the config's output.dir");
+  sub->callback([args] {
+    libtorch::TrainConfig cfg = libtorch::read_train_config(args->config);
+    if (!args->output_dir.empty()) cfg.output_dir = std::filesystem::absolute(args->output_dir).lexically_normal().string();
+    libtorch::TrainOptions opt;
+    opt.resume = args->resume;
+    opt.plot = !args->no_plot;
+    opt.stop_at = args->stop_at;
+    libtorch::train(cfg, opt);
+  });
+}
+
+}  // namespace qnn::cli
