@@ -728,7 +728,11 @@ std::string describe(const Model& m) {
   };
   list(m.embed, "embed");
   list(m.fit, "fit");
-  if (!m.provenance.empty()) o << "provenance      " << m.provenance.dump() << "\n";
+  // Provenance, one line per key; the (long) training config is left to `qnn info --json`.
+  for (auto it = m.provenance.begin(); it != m.provenance.end(); ++it) {
+    if (it.key() == "config") continue;
+    o << "provenance      " << it.key() << ": " << (it->is_string() ? it->get<std::string>() : it->dump()) << "\n";
+  }
   return o.str();
 }
 
