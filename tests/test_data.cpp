@@ -18,29 +18,14 @@
 
 #include "qnn/data.hpp"
 #include "qnn/error.hpp"
+#include "test_util.hpp"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-// A temporary directory, removed with its contents by the destructor.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    const char* t = std::getenv("TMPDIR");
-    path_ = fs::path(t ? t : "/tmp") / ("qnn_test_data_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
+struct TempDir : qnn::test::TempDir {
+  TempDir() : qnn::test::TempDir("data") {}
 };
 
 // Writes a text file.

@@ -20,6 +20,7 @@
 #include "qnn/data.hpp"
 #include "qnn/engine.hpp"
 #include "qnn/error.hpp"
+#include "test_util.hpp"
 #include "qnn/graph.hpp"
 #include "qnn/model.hpp"
 #include "torch/se2a_module.hpp"
@@ -31,24 +32,8 @@ using nlohmann::json;
 
 namespace {
 
-// A temporary directory, removed with its contents by the destructor.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    const char* t = std::getenv("TMPDIR");
-    path_ = fs::path(t ? t : "/tmp") / ("qnn_test_train_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
+struct TempDir : qnn::test::TempDir {
+  TempDir() : qnn::test::TempDir("train") {}
 };
 
 std::string water_dir() {

@@ -1,6 +1,7 @@
 // Helpers shared by the tests: temporary files and small random models.
 #pragma once
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <random>
@@ -27,6 +28,27 @@ class TempPath {
 
  private:
   std::string path_;
+};
+
+// A temporary directory under $TMPDIR (or /tmp), removed with its contents by the destructor.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag) {
+    static int counter = 0;
+    const char* t = std::getenv("TMPDIR");
+    path_ = std::filesystem::path(t ? t : "/tmp") /
+            ("qnn_test_" + tag + "_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
 };
 
 inline std::vector<char> read_bytes(const std::string& path) {
