@@ -240,8 +240,9 @@ void PairQNN::compute(int eflag, int vflag)
   qnn::EvalOptions opt;
   opt.atom_energy = eflag_atom != 0;
   opt.atom_virial = vflag_atom != 0;
+  // The graph carries no reverse index: the engine builds its own in one pass (no
+  // build-then-verify twice per step).
   try {
-    g.build_reverse_index();
     impl->engine->compute(g, impl->result, opt);
   } catch (const qnn::Error &e) {
     error->one(FLERR, "pair_style qnn: {}", e.what());
