@@ -394,6 +394,7 @@ void Model::validate(const std::string& what) const {
         if (!q.weight_zero_point.empty() && q.weight_zero_point.size() != q.weight_scale.size()) fail(ln + ": weight_zero_point must match weight_scale in size");
       }
       if (q.act_bits != 0 && (!(q.act_scale > 0) || !std::isfinite(q.act_scale))) fail(ln + ": act_scale must be positive and finite");
+      if (!(q.out_scale >= 0) || !std::isfinite(q.out_scale)) fail(ln + ": out_scale must be non-negative and finite");
       in = out;
     }
   };
@@ -458,6 +459,7 @@ void write_model(const Model& model, const std::string& path) {
           qj["mode"] = q.mode;
           qj["act_scale"] = q.act_scale;
           qj["act_zero_point"] = q.act_zero_point;
+          if (q.out_scale != 0.0f) qj["out_scale"] = q.out_scale;
           qj["weight_granularity"] = q.weight_scale.size() == 1 ? "per_tensor" : "per_channel";
           if (!q.weight_zero_point.empty()) qj["weight_zero_point"] = q.weight_zero_point;
         }
@@ -649,6 +651,7 @@ Model parse_model(const std::vector<char>& buf, const std::string& path) {
           L.quant.mode = q.value("mode", std::string());
           L.quant.act_scale = q.value("act_scale", 0.0f);
           L.quant.act_zero_point = q.value("act_zero_point", 0);
+          L.quant.out_scale = q.value("out_scale", 0.0f);
           if (q.contains("weight_zero_point")) L.quant.weight_zero_point = q.at("weight_zero_point").get<std::vector<std::int32_t>>();
         } catch (const nlohmann::json::exception& ex) {
           fail("layer '" + name + "' quantization metadata: " + ex.what());

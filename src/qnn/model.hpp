@@ -26,6 +26,9 @@ struct QuantSpec {
   std::vector<std::int32_t> weight_zero_point;  // same size as weight_scale (0: symmetric)
   float act_scale = 0.0f;                  // input activation scale (per tensor, static)
   std::int32_t act_zero_point = 0;
+  // Output scale of the last embedding layer (G_ij enters the descriptor as int8 at this
+  // scale in the integer modes); 0 elsewhere.
+  float out_scale = 0.0f;
   bool quantized() const { return weight_bits != 0 || act_bits != 0; }
 };
 

@@ -1,0 +1,127 @@
+// Execution modes behind one interface (docs/quantization.md, "Execution modes").
+#include "qnn/evaluator.hpp"
+
+#include <sstream>
+
+#include "qnn/error.hpp"
+#include "qnn/int_gemm.hpp"
+#include "qnn/qengine.hpp"
+
+namespace qnn {
+
+const char* to_string(Mode m) {
+  switch (m) {
+    case Mode::FP32: return "fp32";
+    case Mode::WeightOnly: return "weight-only";
+    case Mode::Int8: return "int8";
+    case Mode::Mixed: return "mixed";
+  }
+  return "?";
+}
+
+Mode parse_mode(const std::string& s) {
+  if (s == "fp32" || s.empty()) return Mode::FP32;
+  if (s == "weight-only") return Mode::WeightOnly;
+  if (s == "int8") return Mode::Int8;
+  if (s == "mixed") return Mode::Mixed;
+  throw Error("unknown execution mode '" + s + "'; valid modes: fp32, weight-only, int8, mixed");
+}
+
+Mode default_mode(const Model& m) { return parse_mode(m.default_mode); }
+
+namespace {
+
+bool any_layer(const Model& m, bool (*pred)(const DenseLayer&)) {
+  for (const auto* fam : {&m.embed, &m.fit})
+    for (const Net& n : *fam)
+      for (const DenseLayer& L : n.layers)
+        if (pred(L)) return true;
+  return false;
+}
+
+}  // namespace
+
+std::string mode_unsupported_reason(const Model& m, Mode mode) {
+  switch (mode) {
+    case Mode::FP32:
+      return "";
+    case Mode::WeightOnly:
+      if (!any_layer(m, [](const DenseLayer& L) { return L.quant.weight_bits != 0; }))
+        return "mode weight-only needs a file with quantized weights; this file is FP32 (make "
+               "one with `qnn quantize`, or run it in mode fp32)";
+      return "";
+    case Mode::Int8:
+    case Mode::Mixed: {
+      const bool all = mode == Mode::Int8;
+      if (!any_layer(m, [](const DenseLayer& L) { return L.quant.quantized(); }))
+        return std::string("mode ") + to_string(mode) +
+               " needs a quantized file; this file is FP32 (make one with `qnn quantize`, or "
+               "run it in mode fp32)";
+      try {
+        for (int s = 0; s < m.nspecies(); ++s) {
+          for (std::size_t l = 0; l < m.embed[s].layers.size(); ++l)
+            layer_exec(m.embed[s].layers[l], all,
+                       "embed " + m.species[s] + " layer " + std::to_string(l));
+          for (std::size_t l = 0; l < m.fit[s].layers.size(); ++l)
+            layer_exec(m.fit[s].layers[l], all,
+                       "fit " + m.species[s] + " layer " + std::to_string(l));
+        }
+      } catch (const Error& e) {
+        return e.what();
+      }
+      return "";
+    }
+  }
+  return "unknown mode";
+}
+
+namespace {
+
+class FloatEvaluator final : public Evaluator {
+ public:
+  FloatEvaluator(const Model& m, Mode mode, ExecSpace space) : engine_(m, space), mode_(mode) {}
+  void compute(const NeighborGraph& g, EvalResult& out, const EvalOptions& opt) override {
+    engine_.compute(g, out, opt);
+  }
+  Mode mode() const override { return mode_; }
+  const Model& model() const override { return engine_.model(); }
+  std::string describe() const override {
+    return std::string(to_string(mode_)) +
+           (mode_ == Mode::WeightOnly
+                ? ": float engine (single precision), weights dequantized from the file's "
+                  "integers (q * scale), float activations"
+                : ": float engine (single precision)");
+  }
+
+ private:
+  Engine<float> engine_;
+  Mode mode_;
+};
+
+class IntegerEvaluator final : public Evaluator {
+ public:
+  IntegerEvaluator(const Model& m, Mode mode, ExecSpace space)
+      : engine_(m, mode == Mode::Int8, space), mode_(mode) {}
+  void compute(const NeighborGraph& g, EvalResult& out, const EvalOptions& opt) override {
+    engine_.compute(g, out, opt);
+  }
+  Mode mode() const override { return mode_; }
+  const Model& model() const override { return engine_.model(); }
+  std::string describe() const override { return engine_.describe(); }
+
+ private:
+  QEngine engine_;
+  Mode mode_;
+};
+
+}  // namespace
+
+std::unique_ptr<Evaluator> make_evaluator(const Model& m, Mode mode, ExecSpace space) {
+  const std::string why = mode_unsupported_reason(m, mode);
+  if (!why.empty()) throw Error(why);
+  if (mode == Mode::FP32 || mode == Mode::WeightOnly)
+    return std::make_unique<FloatEvaluator>(m, mode, space);
+  return std::make_unique<IntegerEvaluator>(m, mode, space);
+}
+
+}  // namespace qnn

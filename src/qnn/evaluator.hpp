@@ -1,0 +1,43 @@
+// One interface over every execution mode of a model file (docs/quantization.md, "Execution
+// modes"): fp32 and weight-only run the float engine (qnn::Engine<float>); int8 and mixed run
+// the integer engine (qnn::QEngine). The LAMMPS plugin, `qnn eval` and `qnn bench` use this.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "qnn/engine.hpp"
+#include "qnn/graph.hpp"
+#include "qnn/model.hpp"
+
+namespace qnn {
+
+enum class Mode { FP32, WeightOnly, Int8, Mixed };
+const char* to_string(Mode m);  // "fp32", "weight-only", "int8", "mixed"
+Mode parse_mode(const std::string& s);  // throws qnn::Error listing the valid names
+// The mode a file was made for (Model::default_mode), or fp32 when it is empty.
+Mode default_mode(const Model& m);
+// Empty when `m` can run in `mode`, else a sentence saying why not and what to do (e.g.
+// "int8 needs a quantized file; run `qnn quantize` first").
+std::string mode_unsupported_reason(const Model& m, Mode mode);
+
+class Evaluator {
+ public:
+  virtual ~Evaluator() = default;
+  // Same contract as Engine::compute (forces include ghosts, not folded).
+  virtual void compute(const NeighborGraph& graph, EvalResult& out,
+                       const EvalOptions& opt = {}) = 0;
+  virtual Mode mode() const = 0;
+  // The model as this evaluator runs it (weights as used, e.g. dequantized).
+  virtual const Model& model() const = 0;
+  // One line: mode, precision per family, ISA path of the integer kernels.
+  virtual std::string describe() const = 0;
+};
+
+// Throws qnn::Error (with mode_unsupported_reason) when the file cannot run `mode`.
+// fp32 on a quantized file runs the float engine on the weights as the file stores them
+// (q * scale, i.e. numerically the weight-only model): a quantized file does not keep the
+// original FP32 weights. Compare against the FP32 file itself for the full quantization error.
+std::unique_ptr<Evaluator> make_evaluator(const Model& m, Mode mode,
+                                          ExecSpace space = ExecSpace::OpenMP);
+
+}  // namespace qnn
