@@ -20,9 +20,11 @@
 namespace qnn {
 
 // Fixed-point grids of the integer modes' outputs (powers of two, so sums are exact in double
-// while |value| < 2^53 * grid: 2^21 eV/Å for a force, 2^29 eV for an energy or virial term).
-inline constexpr double kForceGrid = 0x1p-32;   // eV/Å
-inline constexpr double kEnergyGrid = 0x1p-24;  // eV
+// while |sum| < 2^53 * grid: 2^21 eV/Å for a force, 2^29 eV for an energy, 2^21 eV for a
+// virial component).
+inline constexpr double kForceGrid = 0x1p-32;   // eV/Å, each dE/dx_ij component
+inline constexpr double kEnergyGrid = 0x1p-24;  // eV, each atomic energy
+inline constexpr double kVirialGrid = 0x1p-32;  // eV, each -x_a g_b term
 
 // How one dense layer runs, resolved from its QuantSpec and the engine mode.
 enum class LayerExec {
