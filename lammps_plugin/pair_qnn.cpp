@@ -12,10 +12,11 @@
 #include "neighbor.h"
 #include "update.h"
 
-#include "qnn/engine.hpp"
+#include "compute_qnn_deviation.h"
+#include "modify.h"
+#include "qnn_common.h"
+
 #include "qnn/error.hpp"
-#include "qnn/graph.hpp"
-#include "qnn/model.hpp"
 
 #include <cmath>
 #include <cstdlib>
@@ -23,16 +24,6 @@
 #include <memory>
 
 using namespace LAMMPS_NS;
-
-// Core objects and buffers, reused across steps.
-struct LAMMPS_NS::QNNImpl {
-  qnn::Model model;
-  std::unique_ptr<qnn::Engine<double>> engine;
-  qnn::NeighborGraph graph;
-  qnn::EvalResult result;
-  std::vector<int> graph2atom;    // (graph.ntotal) LAMMPS index of each graph atom
-  std::vector<int> atom2graph;    // (nall) graph index of each LAMMPS atom, -1 if absent
-};
 
 /* ---------------------------------------------------------------------- */
 
@@ -70,13 +61,16 @@ void PairQNN::allocate()
 }
 
 /* ----------------------------------------------------------------------
-   pair_style qnn <model.qnn> [threads N]
+   pair_style qnn <model.qnn> [mode fp32|weight-only|int8|mixed|fp64] [threads N]
 ------------------------------------------------------------------------- */
 
 void PairQNN::settings(int narg, char **arg)
 {
-  if (narg < 1) error->all(FLERR, "Illegal pair_style qnn command: expected 'pair_style qnn <model.qnn> [threads N]'");
+  if (narg < 1)
+    error->all(FLERR, "Illegal pair_style qnn command: expected 'pair_style qnn <model.qnn> "
+                      "[mode fp32|weight-only|int8|mixed] [threads N]'");
   model_path = arg[0];
+  std::string mode_arg;
   int iarg = 1;
   while (iarg < narg) {
     if (strcmp(arg[iarg], "threads") == 0) {
@@ -84,44 +78,53 @@ void PairQNN::settings(int narg, char **arg)
       nthreads = utils::inumeric(FLERR, arg[iarg + 1], false, lmp);
       if (nthreads < 1) error->all(FLERR, "pair_style qnn: 'threads' must be >= 1");
       iarg += 2;
+    } else if (strcmp(arg[iarg], "mode") == 0) {
+      if (iarg + 1 >= narg)
+        error->all(FLERR, "pair_style qnn: 'mode' needs a value (fp32, weight-only, int8, mixed or fp64)");
+      mode_arg = arg[iarg + 1];
+      iarg += 2;
     } else {
-      error->all(FLERR, "pair_style qnn: unknown keyword '{}' (known: threads)", arg[iarg]);
+      error->all(FLERR, "pair_style qnn: unknown keyword '{}' (known: mode, threads)", arg[iarg]);
+    }
+  }
+  qnn_plugin::ModeChoice mode;
+  if (!mode_arg.empty()) {
+    try {
+      mode = qnn_plugin::parse_mode(mode_arg);
+    } catch (const qnn::Error &e) {
+      error->all(FLERR, "pair_style qnn: {}", e.what());
     }
   }
 
   delete impl;
-  impl = new QNNImpl;
-  // Rank 0 reads the file and broadcasts its bytes; every rank parses the same bytes, so a
-  // bad file gives the same error everywhere.
-  std::vector<char> bytes;
-  std::string read_error;
-  if (comm->me == 0) {
+  impl = nullptr;
+  qnn::Model model = qnn_plugin::read_model_all_ranks(lmp, model_path, "pair_style qnn");
+  if (mode_arg.empty()) {
     try {
-      bytes = qnn::read_file_bytes(model_path);
+      mode = qnn_plugin::default_mode(model);
     } catch (const qnn::Error &e) {
-      read_error = e.what();
+      error->all(FLERR, "pair_style qnn: {}: default mode: {}; choose one with 'mode ...'", model_path,
+                 e.what());
     }
   }
-  int nerr = (int) read_error.size();
-  MPI_Bcast(&nerr, 1, MPI_INT, 0, world);
-  if (nerr) {
-    read_error.resize(nerr);
-    MPI_Bcast(&read_error[0], nerr, MPI_CHAR, 0, world);
-    error->all(FLERR, "pair_style qnn: {}", read_error);
-  }
-  bigint nbytes = (bigint) bytes.size();
-  MPI_Bcast(&nbytes, 1, MPI_LMP_BIGINT, 0, world);
-  bytes.resize(nbytes);
-  if (nbytes > 0) MPI_Bcast(bytes.data(), (int) nbytes, MPI_CHAR, 0, world);
+  const std::string why = qnn_plugin::unsupported_reason(model, mode);
+  if (!why.empty())
+    error->all(FLERR, "pair_style qnn: {} cannot run in mode {}: {}", model_path, mode.name(), why);
+
+  impl = new QNNImpl;
+  impl->model = std::move(model);
+  impl->mode_name = mode.name();
   try {
-    impl->model = qnn::parse_model(bytes, model_path);
     qnn::ensure_kokkos_initialized(nthreads);
-    impl->engine = std::make_unique<qnn::Engine<double>>(impl->model, qnn::ExecSpace::OpenMP);
+    impl->evaluator = qnn_plugin::make_evaluator(impl->model, mode);
   } catch (const qnn::Error &e) {
-    error->all(FLERR, "pair_style qnn: {}", e.what());
+    error->all(FLERR, "pair_style qnn: {} in mode {}: {}", model_path, mode.name(), e.what());
   }
   cutoff = impl->model.rcut;
-  if (comm->me == 0) utils::logmesg(lmp, "pair_style qnn: loaded {}\n{}", model_path, qnn::describe(impl->model));
+  if (comm->me == 0)
+    utils::logmesg(lmp, "pair_style qnn: loaded {}\n{}pair_style qnn: mode {}{}: {}\n", model_path,
+                   qnn::describe(impl->model), mode.name(), mode_arg.empty() ? " (the file's default)" : "",
+                   impl->evaluator->describe());
 }
 
 /* ----------------------------------------------------------------------
@@ -237,16 +240,26 @@ void PairQNN::compute(int eflag, int vflag)
     g.species[a] = type2species[type[i]];
   }
 
+  // compute qnn/deviation instances that evaluate on this step (they need per-atom energies).
+  const bigint step = update->ntimestep;
+  std::vector<ComputeQNNDeviation *> observers;
+  for (Compute *c : modify->get_compute_list())
+    if (c && strcmp(c->style, "qnn/deviation") == 0) {
+      auto *dev = dynamic_cast<ComputeQNNDeviation *>(c);
+      if (dev && dev->wants_step(step)) observers.push_back(dev);
+    }
+
   qnn::EvalOptions opt;
-  opt.atom_energy = eflag_atom != 0;
+  opt.atom_energy = eflag_atom != 0 || !observers.empty();
   opt.atom_virial = vflag_atom != 0;
   // The graph carries no reverse index: the engine builds its own in one pass (no
   // build-then-verify twice per step).
   try {
-    impl->engine->compute(g, impl->result, opt);
+    impl->evaluator->compute(g, impl->result, opt);
   } catch (const qnn::Error &e) {
     error->one(FLERR, "pair_style qnn: {}", e.what());
   }
+  impl->step = step;
   const qnn::EvalResult &r = impl->result;
 
   // With newton off LAMMPS neither clears nor reverse-communicates ghost forces: we set
@@ -273,6 +286,9 @@ void PairQNN::compute(int eflag, int vflag)
     reverse_vatom = vflag_atom ? 1 : 0;
     comm->reverse_comm(this, reverse_vatom ? 9 : 3);
   }
+
+  // Collective on all ranks (every rank runs the pair style on the same steps).
+  for (ComputeQNNDeviation *dev : observers) dev->observe(*this);
 }
 
 /* ---------------------------------------------------------------------- */

@@ -1,6 +1,9 @@
 // pair_style qnn inside LAMMPS, through the library interface, on any number of MPI ranks
-// (this executable runs under mpirun -np 1 and -np 2): the plugin loads, runs, and gives the
-// core engine's energy and forces on the same configuration.
+// (this executable runs under mpirun -np 1, 2 and 4): the plugin loads, runs, and gives the
+// core engine's energy and forces on the same configuration. These tests check the glue
+// (graph, newton, decomposition, per-atom tallies, restart) to double precision, so they run
+// the pair style in its "fp64" mode (qnn::Engine<double>); the execution modes themselves are
+// tested in test_plugin_modes.cpp.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -69,7 +72,7 @@ TEST(Plugin, WaterFrameMatchesCoreEngine) {
   lammps_command(lmp, "atom_style atomic");
   lammps_command(lmp, "atom_modify map array");
   lammps_command(lmp, ("read_data " + data).c_str());
-  lammps_command(lmp, ("pair_style qnn " + model).c_str());
+  lammps_command(lmp, ("pair_style qnn " + model + " mode fp64").c_str());
   lammps_command(lmp, "pair_coeff * * O H");
   lammps_command(lmp, "thermo_style custom step pe press");
   lammps_command(lmp, "run 0");
@@ -104,7 +107,7 @@ void setup_water(void* lmp, const std::string& data, const std::string& model, c
   lammps_command(lmp, "atom_modify map array");
   if (!extra.empty()) lammps_commands_string(lmp, extra.c_str());
   lammps_command(lmp, ("read_data " + data).c_str());
-  lammps_command(lmp, ("pair_style qnn " + model).c_str());
+  lammps_command(lmp, ("pair_style qnn " + model + " mode fp64").c_str());
   lammps_command(lmp, "pair_coeff * * O H");
 }
 
@@ -304,7 +307,7 @@ TEST(Plugin, RestartAndDataFileGiveSameForces) {
   lammps_close(a);
   void* b = qnn::test::open_lammps(MPI_COMM_WORLD);
   lammps_command(b, ("read_restart " + base + ".restart").c_str());
-  lammps_command(b, ("pair_style qnn " + model).c_str());
+  lammps_command(b, ("pair_style qnn " + model + " mode fp64").c_str());
   lammps_command(b, "pair_coeff * * O H");
   const Snapshot s1 = run0(b, frame.natoms());
   lammps_close(b);

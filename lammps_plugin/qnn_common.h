@@ -1,0 +1,64 @@
+/* -*- c++ -*- ----------------------------------------------------------
+   Shared glue of the qnn LAMMPS plugin: the pair style's per-step state (visible to
+   compute qnn/deviation), execution-mode names, evaluator construction and the
+   read-on-rank-0-and-broadcast model reader. Includes the qnn core headers, so only the
+   plugin's .cpp files include it (pair_qnn.h stays free of them). See docs/lammps.md.
+------------------------------------------------------------------------- */
+#ifndef LMP_QNN_COMMON_H
+#define LMP_QNN_COMMON_H
+
+#include "lmptype.h"
+
+#include "qnn/engine.hpp"
+#include "qnn/evaluator.hpp"
+#include "qnn/graph.hpp"
+#include "qnn/model.hpp"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace LAMMPS_NS {
+
+class LAMMPS;
+
+// The pair style's core objects and the buffers of its last evaluation, reused across steps.
+struct QNNImpl {
+  qnn::Model model;
+  std::string mode_name;                        // as given to / chosen by pair_style
+  std::unique_ptr<qnn::Evaluator> evaluator;
+  qnn::NeighborGraph graph;                     // graph of the last compute()
+  qnn::EvalResult result;                       // results of the last compute() (not folded)
+  std::vector<int> graph2atom;                  // (graph.ntotal) LAMMPS index of each graph atom
+  std::vector<int> atom2graph;                  // (nall) graph index of each LAMMPS atom, -1 if absent
+  bigint step = -1;                             // update->ntimestep of the last compute()
+};
+
+namespace qnn_plugin {
+
+  // An execution mode as the plugin accepts it: the core's modes (fp32, weight-only, int8,
+  // mixed) plus "fp64", the file's float network evaluated in double precision
+  // (qnn::Engine<double>) for references and tests.
+  struct ModeChoice {
+    qnn::Mode mode = qnn::Mode::FP32;
+    bool fp64 = false;
+    std::string name() const;
+  };
+
+  // Throws qnn::Error listing the valid names.
+  ModeChoice parse_mode(const std::string &name);
+  // The mode the file was made for (qnn::default_mode).
+  ModeChoice default_mode(const qnn::Model &model);
+  // Empty when `model` can run in `mode`, else why not and what to do.
+  std::string unsupported_reason(const qnn::Model &model, const ModeChoice &mode);
+  // Throws qnn::Error (e.g. with unsupported_reason) when the evaluator cannot be built.
+  std::unique_ptr<qnn::Evaluator> make_evaluator(const qnn::Model &model, const ModeChoice &mode);
+
+  // Rank 0 reads `path` and broadcasts its bytes; every rank parses the same bytes, so a bad
+  // file gives the same error (error->all, prefixed by `who`) everywhere.
+  qnn::Model read_model_all_ranks(LAMMPS *lmp, const std::string &path, const std::string &who);
+
+}    // namespace qnn_plugin
+}    // namespace LAMMPS_NS
+
+#endif
