@@ -17,6 +17,7 @@
 #include "qnn/evaluator.hpp"
 #include "qnn/graph.hpp"
 #include "qnn/model.hpp"
+#include "quant_test_util.hpp"
 #include "test_plugin_util.hpp"
 #include "test_util.hpp"
 
@@ -52,13 +53,22 @@ void write_on_rank0(const qnn::Model& m, const std::string& path) {
 }
 
 // The small random water model (FP32 file, stored in f64) and its weight-only quantization.
+// Also an int8 file and a mixed one (int8 embedding nets, float fitting nets), calibrated
+// (min/max) on one water frame with the integer engine's test helper.
 struct Models {
-  SharedFile fp{"fp", ".qnn"}, q{"q", ".qnn"}, other{"other", ".qnn"};
+  SharedFile fp{"fp", ".qnn"}, q{"q", ".qnn"}, other{"other", ".qnn"}, i8{"int8", ".qnn"}, mixed{"mixed", ".qnn"};
   Models() {
     qnn::Model m = qnn::test::small_water_model(11, 6.0);
     m.provenance["storage_dtype"] = "f64";
     write_on_rank0(m, fp.str());
     write_on_rank0(qnn::test::quantize_weight_only(m), q.str());
+    const qnn::test::Frame f = qnn::test::load_water_frame(QNN_WATER_DATA_DIR "/data_0", 9);
+    const auto g = qnn::build_periodic_graph(f.cell, f.pos, f.species, m.rcut);
+    write_on_rank0(qnn::test::quantize_int8(m, {g}), i8.str());
+    write_on_rank0(qnn::test::quantize_minmax(m, {g}, [](int fam, int, int) {
+                     return fam == 0 ? std::make_pair(8, 8) : std::make_pair(0, 0);
+                   }),
+                   mixed.str());
     qnn::Model o = qnn::Model::make_random({"H", "O"}, 6.0, 0.5, {24, 12}, {4, 8}, 4, {12, 12}, true, 3);
     write_on_rank0(o, other.str());
   }
@@ -224,6 +234,68 @@ TEST(PluginModes, DefaultModeIsTheFilesAndMatchesCoreEvaluator) {
   for (std::size_t k = 0; k < diff.size(); ++k) diff[k] = forces[2][k] - forces[0][k];
   EXPECT_GT(max_abs(diff), 1e-3 * max_abs(forces[0]));
   for (std::size_t k = 0; k < diff.size(); ++k) EXPECT_EQ(forces[2][k], forces[3][k]) << "default vs explicit weight-only";
+}
+
+TEST(PluginModes, IntegerModesMatchCoreEngineBitForBit) {
+  // The integer engine rounds per-edge forces and per-atom energies to fixed-point grids, so
+  // every later sum (graph folding, reverse communication, MPI reductions) is exact: LAMMPS on
+  // any number of ranks must give the core's numbers exactly.
+  const Models& M = models();
+  const qnn::test::Frame frame = qnn::test::load_water_frame(QNN_WATER_DATA_DIR "/data_2", 4);
+  const std::string data = shared_data_path(frame);
+  struct Case {
+    std::string args, extra;
+    std::string file;
+    qnn::Mode mode;
+  };
+  const std::vector<Case> cases = {{M.i8.str(), "", M.i8.str(), qnn::Mode::Int8},     // the file's default: int8
+                                   {M.i8.str() + " mode int8", "newton off", M.i8.str(), qnn::Mode::Int8},
+                                   {M.i8.str() + " mode mixed", "processors * 1 1", M.i8.str(), qnn::Mode::Mixed},
+                                   {M.mixed.str(), "", M.mixed.str(), qnn::Mode::Mixed}};  // default: mixed
+  for (const Case& c : cases) {
+    void* lmp = open_water(data, c.args, c.extra);
+    lammps_command(lmp, "run 0 post no");
+    ASSERT_EQ(last_error(lmp), "") << c.args;
+    const double pe = lammps_get_thermo(lmp, "pe");
+    const auto f = qnn::test::gather_forces(lmp, frame.natoms());
+    lammps_close(lmp);
+    const CoreResult r = core_eval(c.file, frame, c.mode);
+    EXPECT_EQ(pe, r.energy) << c.args << " " << c.extra;
+    ASSERT_GT(max_abs(r.force), 0.0);
+    int mismatches = 0;
+    for (std::size_t k = 0; k < f.size(); ++k) mismatches += f[k] != r.force[k];
+    EXPECT_EQ(mismatches, 0) << c.args << " " << c.extra;
+  }
+  // The mixed file has float fitting nets: it cannot run as int8, and says so.
+  expect_lammps_error(kBox, "pair_style qnn " + M.mixed.str() + " mode int8", {"cannot run in mode int8", "mode mixed"});
+}
+
+TEST(PluginDeviation, Int8AgainstFP32ReferenceMatchesCoreEngine) {
+  const Models& M = models();
+  const qnn::test::Frame frame = qnn::test::load_water_frame(QNN_WATER_DATA_DIR "/data_1", 5);
+  const std::string data = shared_data_path(frame);
+  void* lmp = open_water(data, M.i8.str());
+  lammps_commands_string(lmp, ("compute dev all qnn/deviation 1 ref " + M.fp.str() + " mode fp64\n"
+                               "thermo_style custom step pe c_dev[*]\nrun 0 post no")
+                                  .c_str());
+  ASSERT_EQ(last_error(lmp), "");
+  double got[3];
+  for (int k = 0; k < 3; ++k) got[k] = vec_value(lmp, "dev", k);
+  lammps_close(lmp);
+  const CoreResult q = core_eval(M.i8.str(), frame, qnn::Mode::Int8);
+  const CoreResult r = core_eval(M.fp.str(), frame, qnn::Mode::FP32, true);
+  double sq = 0, mx = 0;
+  for (int i = 0; i < frame.natoms(); ++i) {
+    double d2 = 0;
+    for (int d = 0; d < 3; ++d) d2 += std::pow(q.force[static_cast<std::size_t>(3 * i + d)] - r.force[static_cast<std::size_t>(3 * i + d)], 2);
+    sq += d2;
+    mx = std::max(mx, std::sqrt(d2));
+  }
+  const double de = (q.energy - r.energy) / frame.natoms(), rmse = std::sqrt(sq / (3.0 * frame.natoms()));
+  ASSERT_GT(rmse, 0.0);
+  EXPECT_NEAR(got[0], de, 1e-9 * std::abs(de) + 1e-12);
+  EXPECT_NEAR(got[1], rmse, 1e-9 * rmse);
+  EXPECT_NEAR(got[2], mx, 1e-9 * mx);
 }
 
 // -------------------------------------------------------------------- compute qnn/deviation
