@@ -7,6 +7,7 @@ namespace qnn::cli {
 
 void register_info(CLI::App& app);
 void register_eval(CLI::App& app);
+void register_bench(CLI::App& app);
 void register_quantize(CLI::App& app);
 void register_sweep(CLI::App& app);
 #ifdef QNN_HAVE_TORCH

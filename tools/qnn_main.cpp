@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("qnn ") + QNN_VERSION);
   qnn::cli::register_info(app);
   qnn::cli::register_eval(app);
+  qnn::cli::register_bench(app);
   qnn::cli::register_quantize(app);
   qnn::cli::register_sweep(app);
 #ifdef QNN_HAVE_TORCH

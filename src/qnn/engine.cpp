@@ -14,6 +14,7 @@
 #include "qnn/engine.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <memory>
 #include <sstream>
@@ -343,6 +344,10 @@ class Backend final : public BackendBase {
 
  private:
   void run_chunk(int a0, int a1, int e0, int e1);
+  // Adds the time since the last lap to *slot (only when timing is on).
+  void lap(double PhaseTimes::*slot);
+  PhaseTimes* times_ = nullptr;
+  std::chrono::steady_clock::time_point t_;
   void gather(int nlocal, int ntotal, bool atom_virial);
 
   // model constants
@@ -461,6 +466,8 @@ void Backend<Real, Space>::compute(const NeighborGraph& g, EvalResult& out,
   const int nlocal = g.nlocal;
   const int ntotal = g.ntotal;
   const int nedges = g.nedges();
+  times_ = opt.times;
+  t_ = std::chrono::steady_clock::now();
 
   upload(d_pos_, g.positions);
   upload(d_species_, g.species);
@@ -521,10 +528,12 @@ void Backend<Real, Space>::compute(const NeighborGraph& g, EvalResult& out,
   ensure_rows(d_gD_, max_ca, m1_ * m2_);
   ensure_rows(d_gT_, max_ca, 4 * m1_);
 
+  lap(&PhaseTimes::geometry);
   for (const auto& c : chunks)
     run_chunk(c.first, c.second, g.offsets[c.first], g.offsets[c.second]);
   gather(nlocal, ntotal, opt.atom_virial);
   Space().fence();
+  lap(&PhaseTimes::gather);
 
   // Results, with totals summed in atom order on the host.
   std::vector<double> eatom(static_cast<std::size_t>(nlocal));
@@ -549,6 +558,15 @@ void Backend<Real, Space>::compute(const NeighborGraph& g, EvalResult& out,
     download(d_vatom_, ntotal, out.atom_virial);
   else
     out.atom_virial.clear();
+}
+
+template <class Real, class Space>
+void Backend<Real, Space>::lap(double PhaseTimes::*slot) {
+  if (!times_) return;
+  Space().fence();
+  const auto now = std::chrono::steady_clock::now();
+  times_->*slot += std::chrono::duration<double>(now - t_).count();
+  t_ = now;
 }
 
 // Forward and backward of the centre atoms [a0, a1) whose edges are [e0, e1); leaves dE/dx_ij
@@ -631,6 +649,8 @@ void Backend<Real, Space>::run_chunk(int a0, int a1, int e0, int e1) {
                 " A (distance " + std::to_string(rmin) + " A): overlapping atoms in the input coordinates");
   }
 
+  lap(&PhaseTimes::geometry);
+
   // eq. G: G_ij = EmbedNet_{t_j}(ŝ_ij); inactive edges get G = 0 and are skipped later.
   Kokkos::parallel_for(
       "qnn:embed_forward", Policy(e0, e1), KOKKOS_LAMBDA(const int e) {
@@ -652,6 +672,8 @@ void Backend<Real, Space>::run_chunk(int a0, int a1, int e0, int e1) {
           x = y + L.act;
         }
       });
+
+  lap(&PhaseTimes::embedding);
 
   // eq. D: T_i = (1/Nc) Σ_j G_ij ⊗ R̂_ij, D_i[m][n] = Σ_k T_i[m][k] T_i[n][k] (n < M2)
   Kokkos::parallel_for(
@@ -681,6 +703,8 @@ void Backend<Real, Space>::run_chunk(int a0, int a1, int e0, int e1) {
             D[m * m2 + n] = T[4 * m] * T[4 * n] + T[4 * m + 1] * T[4 * n + 1] +
                             T[4 * m + 2] * T[4 * n + 2] + T[4 * m + 3] * T[4 * n + 3];
       });
+
+  lap(&PhaseTimes::descriptor);
 
   // eq. F: E_i = FitNet_{t_i}(D_i) + bias_{t_i}
   Kokkos::parallel_for(
@@ -715,6 +739,8 @@ void Backend<Real, Space>::run_chunk(int a0, int a1, int e0, int e1) {
         }
       });
 
+  lap(&PhaseTimes::fitting);
+
   // eq. B step 2: g_T
   Kokkos::parallel_for(
       "qnn:descriptor_backward", Policy(a0, a1), KOKKOS_LAMBDA(const int i) {
@@ -737,6 +763,8 @@ void Backend<Real, Space>::run_chunk(int a0, int a1, int e0, int e1) {
           for (int k = 0; k < 4; ++k) gt[4 * m + k] = acc[k];
         }
       });
+
+  lap(&PhaseTimes::descriptor);
 
   // eq. B steps 3-5: g_G, g_R̂, embedding backward, chain to x_ij
   Kokkos::parallel_for(
@@ -786,6 +814,7 @@ void Backend<Real, Space>::run_chunk(int a0, int a1, int e0, int e1) {
         gedge(e, 1) = radial * ey_ + tangential * gR[2];
         gedge(e, 2) = radial * ez + tangential * gR[3];
       });
+  lap(&PhaseTimes::embedding_backward);
 }
 
 // eq. E: forces gathered per atom over its own edges (+g) and its reverse edges (−g), in

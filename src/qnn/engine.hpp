@@ -13,12 +13,26 @@ namespace qnn {
 
 enum class ExecSpace { Serial, OpenMP };
 
+// Wall time per phase of compute() in seconds, accumulated (for `qnn bench`). Collecting it
+// adds a fence after each phase.
+struct PhaseTimes {
+  double geometry = 0;            // edge geometry, switching function, normalisation
+  double embedding = 0;           // embedding nets forward
+  double descriptor = 0;          // descriptor forward and backward
+  double fitting = 0;             // fitting nets forward and backward
+  double embedding_backward = 0;  // embedding nets backward and the chain rule to dE/dx_ij
+  double gather = 0;              // forces and virials per atom
+  double network() const { return embedding + fitting + embedding_backward; }
+  double total() const { return geometry + embedding + descriptor + fitting + embedding_backward + gather; }
+};
+
 struct EvalOptions {
   bool atom_energy = true;
   bool atom_virial = false;
   // Edges per processing chunk (bounds scratch memory). 0: automatic, about 256 MiB of
   // scratch. Results do not depend on it.
   int chunk_edges = 0;
+  PhaseTimes* times = nullptr;  // when set, phase times are added to it
 };
 
 struct EvalResult {

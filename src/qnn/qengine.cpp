@@ -14,6 +14,7 @@
 #include "qnn/qengine.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <sstream>
@@ -40,6 +41,7 @@ const double* qdetail::tanh_lut() {
   }();
   return lut.data();
 }
+const double* const qdetail::kTanhLut = qdetail::tanh_lut();
 
 LayerExec layer_exec(const DenseLayer& L, bool integer_all, const std::string& name) {
   const QuantSpec& q = L.quant;
@@ -186,6 +188,16 @@ struct RowBuffers {
 
 // Forward of `net` on rows [r0, r1) of `rb` (input in rb.x, width net.layers[0].in, stride
 // rb.width); stores t rows (stride t_stride) at t + row * t_stride; leaves the output in rb.x.
+// Compiled for AVX-512, AVX2 and baseline x86-64, picked at load time: the element-wise work
+// around the GEMMs dominates, and IEEE double arithmetic without contraction rounds the same
+// at every vector width, so every clone gives the reference's bits.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define QNN_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define QNN_CLONES
+#endif
+
+QNN_CLONES
 void net_forward_block(const QNet& net, RowBuffers& rb, int r0, int r1, double* t,
                        int t_stride, igemm::Isa isa) {
   const int w = rb.width;
@@ -226,14 +238,17 @@ void net_forward_block(const QNet& net, RowBuffers& rb, int r0, int r1, double* 
                       t + static_cast<std::size_t>(r) * t_stride + toff,
                       y + static_cast<std::size_t>(r) * w);
     }
-    // The output becomes the next input (copy the block's rows; buffers are shared by blocks).
-    for (int r = r0; r < r1; ++r)
-      std::copy_n(y + static_cast<std::size_t>(r) * w, L.out, x + static_cast<std::size_t>(r) * w);
+    std::swap(x, y);  // the output becomes the next input
   }
+  if (x != rb.x.data())  // leave the output in rb.x
+    for (int r = r0; r < r1; ++r)
+      std::copy_n(x + static_cast<std::size_t>(r) * w, net.layers.back().out,
+                  rb.x.data() + static_cast<std::size_t>(r) * w);
 }
 
 // Backward of `net` on rows [r0, r1): dE/dy of the last layer in rb.x (width out), t rows as
 // stored by the forward; leaves dE/dx of the first layer in rb.x.
+QNN_CLONES
 void net_backward_block(const QNet& net, RowBuffers& rb, int r0, int r1, const double* t,
                         int t_stride, igemm::Isa isa) {
   const int w = rb.width;
@@ -272,9 +287,12 @@ void net_backward_block(const QNet& net, RowBuffers& rb, int r0, int r1, const d
         float_backward(L, gz + static_cast<std::size_t>(r) * w,
                        gy + static_cast<std::size_t>(r) * w, gx + static_cast<std::size_t>(r) * w);
     }
-    for (int r = r0; r < r1; ++r)
-      std::copy_n(gx + static_cast<std::size_t>(r) * w, L.in, gy + static_cast<std::size_t>(r) * w);
+    std::swap(gx, gy);
   }
+  if (gy != rb.x.data())  // leave dE/dx in rb.x
+    for (int r = r0; r < r1; ++r)
+      std::copy_n(gy + static_cast<std::size_t>(r) * w, net.layers.front().in,
+                  rb.x.data() + static_cast<std::size_t>(r) * w);
 }
 
 class QBackendBase {
@@ -291,6 +309,16 @@ class QBackend final : public QBackendBase {
 
  private:
   void run_chunk(const NeighborGraph& g, int a0, int a1);
+  // Adds the time since the last lap to *slot (only when timing is on).
+  void lap(double PhaseTimes::*slot) {
+    if (!times_) return;
+    Space().fence();
+    const auto now = std::chrono::steady_clock::now();
+    times_->*slot += std::chrono::duration<double>(now - t_).count();
+    t_ = now;
+  }
+  PhaseTimes* times_ = nullptr;
+  std::chrono::steady_clock::time_point t_;
 
   const QModel& q_;
   igemm::Isa isa_;
@@ -319,6 +347,8 @@ template <class Space>
 void QBackend<Space>::compute(const NeighborGraph& g, EvalResult& out, const EvalOptions& opt) {
   const int nl = g.nlocal, nt = g.ntotal, ne = g.nedges();
   const int S = q_.S;
+  times_ = opt.times;
+  t_ = std::chrono::steady_clock::now();
   centre_.resize(static_cast<std::size_t>(ne));
   for (int i = 0; i < nl; ++i)
     for (int e = g.offsets[i]; e < g.offsets[i + 1]; ++e) centre_[e] = i;
@@ -354,6 +384,7 @@ void QBackend<Space>::compute(const NeighborGraph& g, EvalResult& out, const Eva
       throw Error(os.str());
     }
 
+  lap(&PhaseTimes::geometry);
   gedge_.assign(static_cast<std::size_t>(3) * ne, 0.0);
   eatom_.assign(static_cast<std::size_t>(nl), 0.0);
   // chunks of centre atoms, bounded by an edge budget (results do not depend on it)
@@ -412,6 +443,7 @@ void QBackend<Space>::compute(const NeighborGraph& g, EvalResult& out, const Eva
     for (int c = 0; c < 6; ++c) out.virial[c] += vcentre[6 * static_cast<std::size_t>(i) + c];
   out.energy = 0.0;
   for (double e : eatom_) out.energy += e;
+  lap(&PhaseTimes::gather);
   if (opt.atom_energy)
     out.atom_energy = eatom_;
   else
@@ -519,6 +551,7 @@ void QBackend<Space>::run_chunk(const NeighborGraph& g, int a0, int a1) {
         });
   }
   Space().fence();
+  lap(&PhaseTimes::embedding);
 
   // ---- descriptor per atom
   Kokkos::parallel_for(
@@ -559,6 +592,7 @@ void QBackend<Space>::run_chunk(const NeighborGraph& g, int a0, int a1) {
         descriptor_from_T(m1, m2, Ti, D + static_cast<std::size_t>(la) * m1 * m2);
       });
   Space().fence();
+  lap(&PhaseTimes::descriptor);
 
   // ---- fitting forward and backward, per centre species, blocks of atom rows
   for (int s = 0; s < S; ++s) {
@@ -587,6 +621,7 @@ void QBackend<Space>::run_chunk(const NeighborGraph& g, int a0, int a1) {
         });
   }
   Space().fence();
+  lap(&PhaseTimes::fitting);
 
   // ---- descriptor backward per atom
   Kokkos::parallel_for(
@@ -596,6 +631,7 @@ void QBackend<Space>::run_chunk(const NeighborGraph& g, int a0, int a1) {
                             gT + static_cast<std::size_t>(la) * 4 * m1);
       });
   Space().fence();
+  lap(&PhaseTimes::descriptor);
 
   // ---- embedding backward and chain rule, per neighbour species, blocks of rows
   for (int s = 0; s < S; ++s) {
@@ -632,6 +668,7 @@ void QBackend<Space>::run_chunk(const NeighborGraph& g, int a0, int a1) {
         });
   }
   Space().fence();
+  lap(&PhaseTimes::embedding_backward);
 }
 
 }  // namespace

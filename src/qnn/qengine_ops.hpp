@@ -21,30 +21,44 @@ namespace qnn::qdetail {
 // tanh lookup table (eq. Q4): t = tanh(k / 256) for k = clamp(round_half_away(256 z), ±2048).
 inline constexpr int kLutSteps = 256;   // entries per unit of z
 inline constexpr int kLutHalf = 2048;   // z in [-8, 8]
-const double* tanh_lut();               // (2 * kLutHalf + 1) entries, index k + kLutHalf
+// (2 * kLutHalf + 1) entries, index k + kLutHalf; filled during static initialisation.
+extern const double* const kTanhLut;
+const double* tanh_lut();
+
+// Round half away from zero of a value whose magnitude is below 2^31: trunc(v ± 0.5) in double
+// arithmetic (one add and one truncating conversion; v + 0.5 itself rounds, so values within
+// one ulp below a half-integer round up: this is the contract, shared by every path).
+inline std::int32_t round_half_away(double v) {
+  return static_cast<std::int32_t>(v + (v >= 0.0 ? 0.5 : -0.5));
+}
 
 inline double lut_tanh(double z) {
-  double k = std::round(z * kLutSteps);
-  k = std::min(std::max(k, -double(kLutHalf)), double(kLutHalf));
-  return tanh_lut()[static_cast<int>(k) + kLutHalf];
+  double v = z * kLutSteps;
+  v = std::min(std::max(v, -double(kLutHalf)), double(kLutHalf));
+  return kTanhLut[round_half_away(v) + kLutHalf];
 }
 
-// Symmetric quantization of an activation: clamp(round_half_away(x * inv_scale), ±qmax).
+// Symmetric quantization of an activation: round_half_away(clamp(x * inv_scale, ±qmax)).
 inline std::int32_t quantize(double x, double inv_scale, int qmax) {
-  double v = std::round(x * inv_scale);
+  double v = x * inv_scale;
   v = std::min(std::max(v, -double(qmax)), double(qmax));
-  return static_cast<std::int32_t>(v);
+  return round_half_away(v);
 }
 
-// Rounding to a power-of-two grid (exact; round half to even).
-inline double on_grid(double v, double grid) { return std::nearbyint(v / grid) * grid; }
+// Rounding to a power-of-two grid, to nearest with ties to even, exact for |v / grid| < 2^51:
+// adding and subtracting 1.5 * 2^52 leaves the integer nearest to v / grid.
+inline double on_grid(double v, double grid) {
+  constexpr double kMagic = 6755399441055744.0;  // 1.5 * 2^52
+  const double y = v / grid;
+  return ((y + kMagic) - kMagic) * grid;
+}
 
 // Fixed-point R̂ of the integer descriptor (eq. Q6): R_fx = round(R̂ * 2^20).
 inline constexpr double kRFixed = 1048576.0;  // 2^20
 inline std::int64_t r_fixed(double r) {
-  double v = std::round(r * kRFixed);
+  double v = r * kRFixed;
   v = std::min(std::max(v, -2147483647.0), 2147483647.0);
-  return static_cast<std::int64_t>(v);
+  return round_half_away(v);
 }
 
 // One dense layer prepared for execution.
