@@ -81,7 +81,7 @@ void FixQNNDrift::end_of_step()
 }
 
 /* ----------------------------------------------------------------------
-   one sample of (t, E_total/N, KE/N); pe and temperature are global (all ranks agree)
+   one sample of (t, E/N, KE/N), E = pe + ke + ecouple; all global (all ranks agree)
 ------------------------------------------------------------------------- */
 
 void FixQNNDrift::sample()
@@ -93,9 +93,11 @@ void FixQNNDrift::sample()
   temperature->invoked_flag |= Compute::INVOKED_SCALAR;
   // Exactly thermo's "ke": (1/2) dof kB T = (1/2) sum m v^2 (mvv2e), in eV for units metal.
   const double ke = 0.5 * temperature->dof * force->boltz * temp;
+  // Energy exchanged with thermostat/barostat fixes (0 in NVE): E is thermo's "econserve".
+  const double ecouple = modify->energy_couple();
   const double natoms = (double) atom->natoms;
   if (natoms <= 0) error->all(FLERR, "fix qnn/drift: the system has no atoms");
-  const double e = (epot + ke) / natoms;
+  const double e = (epot + ke + ecouple) / natoms;
   const double k = ke / natoms;
   // Simulation time in ps (update->dt is in ps for units metal), as thermo's "time".
   const double t = update->atime + (double) (update->ntimestep - update->atimestep) * update->dt;

@@ -1,8 +1,8 @@
 /* -*- c++ -*- ----------------------------------------------------------
    fix ID all qnn/drift [every N]
-   Samples the total energy (pe + ke) every N steps and reports its drift (least-squares
-   slope), the drift relative to the kinetic-energy fluctuations and the RMS fluctuation of
-   the total energy. See docs/lammps.md.
+   Samples the conserved energy (pe + ke + ecouple, thermo's econserve; etotal in NVE) every
+   N steps and reports its drift (least-squares slope), the drift relative to the kinetic-
+   energy fluctuations and its RMS fluctuation. See docs/lammps.md.
 ------------------------------------------------------------------------- */
 #ifdef FIX_CLASS
 // clang-format off
@@ -33,7 +33,7 @@ class FixQNNDrift : public Fix {
  private:
   bigint nextstep, last_step;
   class Compute *pe, *temperature;
-  // Running (Welford) moments of the samples, per atom: time t (ps), total energy E and
+  // Running (Welford) moments of the samples, per atom: time t (ps), conserved energy E and
   // kinetic energy K (eV/atom).
   bigint n;
   double t_first, t_last;

@@ -426,17 +426,23 @@ TEST(PluginDeviation, ClearErrors) {
 
 // --------------------------------------------------------------------------- fix qnn/drift
 
-TEST(PluginDrift, SlopeAndFluctuationsMatchLeastSquaresOfThermoEnergies) {
+// NVE: E = etotal; NVT (Nose-Hoover): E = econserve = etotal + the thermostat's energy.
+class PluginDrift : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(PluginDrift, SlopeAndFluctuationsMatchLeastSquaresOfThermoEnergies) {
   const Models& M = models();
   const qnn::test::Frame frame = qnn::test::load_water_frame(QNN_WATER_DATA_DIR "/data_1", 0);
   const std::string data = shared_data_path(frame);
   void* lmp = open_water(data, M.fp.str());
   const int every = 3, steps = 60;
-  // LAMMPS's own etotal, ke and time on the sampling steps, via fix vector.
+  const bool nvt = std::string(GetParam()) == "nvt";
+  // LAMMPS's own etotal / econserve, ke and time on the sampling steps, via fix vector.
   lammps_commands_string(lmp, ("fix drift all qnn/drift every " + std::to_string(every) +
-                               "\nvariable et equal etotal\nvariable ke equal ke\nvariable t equal time\n"
+                               "\nvariable et equal " + (nvt ? "econserve" : "etotal") +
+                               "\nvariable ke equal ke\nvariable t equal time\n"
                                "fix rec all vector " + std::to_string(every) + " v_t v_et v_ke\n"
-                               "velocity all create 300 4928459 loop geom\nfix nve all nve\ntimestep 0.0005\n"
+                               "velocity all create 300 4928459 loop geom\ntimestep 0.0005\n" +
+                               (nvt ? "fix md all nvt temp 300 300 0.01\n" : "fix md all nve\n") +
                                "thermo_style custom step pe ke etotal f_drift[*]\nthermo 10\n"
                                "run " + std::to_string(steps))
                                   .c_str());
@@ -485,10 +491,16 @@ TEST(PluginDrift, SlopeAndFluctuationsMatchLeastSquaresOfThermoEnergies) {
   lammps_command(lmp, "run 6");
   ASSERT_EQ(last_error(lmp), "");
   EXPECT_EQ(fix_value(lmp, "drift", 3), static_cast<double>(n + 2));
+  if (nvt) {
+    // The thermostat's energy is in E: without it the fluctuation would be much larger.
+    EXPECT_GT(std::abs(lammps_get_thermo(lmp, "ecouple")), 100 * e_rms * natoms) << "thermostat exchanged too little";
+  }
   lammps_close(lmp);
 }
 
-TEST(PluginDrift, ClearErrors) {
+INSTANTIATE_TEST_SUITE_P(Ensembles, PluginDrift, ::testing::Values("nve", "nvt"));
+
+TEST(PluginDriftInput, ClearErrors) {
   const Models& M = models();
   const std::string pair = "pair_style qnn " + M.fp.str() + "\npair_coeff * * O H\n";
   expect_lammps_error(std::string(kBox) + pair + "group one id 1\n", "fix d one qnn/drift", {"use group 'all'"});
