@@ -388,7 +388,7 @@ void QBackend<Space>::compute(const NeighborGraph& g, EvalResult& out, const Eva
   gedge_.assign(static_cast<std::size_t>(3) * ne, 0.0);
   eatom_.assign(static_cast<std::size_t>(nl), 0.0);
   // chunks of centre atoms, bounded by an edge budget (results do not depend on it)
-  const long cap_e = opt.chunk_edges > 0 ? opt.chunk_edges : 65536;
+  const long cap_e = opt.chunk_edges > 0 ? opt.chunk_edges : 4096;
   for (int a0 = 0; a0 < nl;) {
     int a1 = a0 + 1;
     while (a1 < nl && g.offsets[a1 + 1] - g.offsets[a0] <= cap_e) ++a1;

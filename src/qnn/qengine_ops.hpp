@@ -119,9 +119,10 @@ inline void int_forward_finish(const QLayer& L, const Acc* acc, const XQ* xq, do
     case 1:  // Identity
       for (int o = 0; o < L.out; ++o) y[o] = static_cast<double>(xq[o]) * L.act_scale + t[o];
       break;
-    case 2:  // Doubling
-      for (int o = 0; o < L.out; ++o)
-        y[o] = static_cast<double>(xq[o % L.in]) * L.act_scale + t[o];
+    case 2:  // Doubling: y = [x, x] + t
+      for (int o = 0; o < L.in; ++o) y[o] = static_cast<double>(xq[o]) * L.act_scale + t[o];
+      for (int o = 0; o < L.in; ++o)
+        y[L.in + o] = static_cast<double>(xq[o]) * L.act_scale + t[L.in + o];
       break;
     default:  // Timestep
       for (int o = 0; o < L.out; ++o)
@@ -148,7 +149,8 @@ inline void float_forward(const QLayer& L, const double* x, double* t, double* y
       for (int o = 0; o < L.out; ++o) y[o] = x[o] + t[o];
       break;
     case 2:
-      for (int o = 0; o < L.out; ++o) y[o] = x[o % L.in] + t[o];
+      for (int o = 0; o < L.in; ++o) y[o] = x[o] + t[o];
+      for (int o = 0; o < L.in; ++o) y[L.in + o] = x[o] + t[L.in + o];
       break;
     default:
       for (int o = 0; o < L.out; ++o) y[o] = x[o] + L.dt[o] * t[o];
