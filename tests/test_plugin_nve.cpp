@@ -33,6 +33,7 @@ int g_rank = 0, g_size = 1;
 
 struct Drift {
   double slope = NAN, ratio = NAN, e_rms = NAN, n = NAN, elapsed = NAN, ke_std = NAN;
+  double dev[6] = {NAN, NAN, NAN, NAN, NAN, NAN};  // compute qnn/deviation vs the FP32 file
 };
 
 double fix_value(void* lmp, const char* id, int k) {
@@ -51,6 +52,7 @@ Drift run_nve(const std::string& model, const std::string& extra) {
                                "velocity all create 300.0 4928459 mom yes rot yes dist gaussian loop geom\n"
                                "timestep 0.00025\nfix integrate all nve\n" + extra +
                                "\nfix drift all qnn/drift every 1\n"
+                               "compute dev all qnn/deviation 50 ref " QNN_SOURCE_DIR "/potentials/water-se2a.fp32.qnn\n"
                                "thermo_style custom step temp pe ke etotal f_drift[*]\nthermo 50\nrun 200")
                                   .c_str());
   char msg[2048] = {0};
@@ -64,6 +66,8 @@ Drift run_nve(const std::string& model, const std::string& extra) {
     d.n = fix_value(lmp, "drift", 3);
     d.elapsed = fix_value(lmp, "drift", 4);
     d.ke_std = fix_value(lmp, "drift", 5);
+    auto* dev = static_cast<double*>(lammps_extract_compute(lmp, "dev", LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR));
+    for (int k = 0; k < 6 && dev; ++k) d.dev[k] = dev[k];
   }
   lammps_close(lmp);
   return d;
@@ -95,7 +99,13 @@ TEST(PluginNVE, WeightOnlyConservesEnergy) {
                 "RMS(Etot) %.4g meV/atom, sigma_KE %.4g meV/atom\n",
                 g_size, bad.slope, bad.ratio, bad.e_rms, bad.ke_std);
   }
+  if (g_rank == 0)
+    std::printf("[ nve ] weight-only vs FP32 file (fp32 mode), 5 evaluations: last dE %.3g meV/atom, F RMSE %.3g meV/A, "
+                "max |dF| %.3g meV/A; averages dE %.3g meV/atom, F RMSE %.3g meV/A\n",
+                1e3 * good.dev[0], 1e3 * good.dev[1], 1e3 * good.dev[2], 1e3 * good.dev[3], 1e3 * good.dev[4]);
   ASSERT_EQ(good.n, 201.0);
+  EXPECT_EQ(good.dev[5], 5.0) << "deviation evaluations on steps 0, 50, ..., 200";
+  EXPECT_GT(good.dev[1], 0.0) << "8-bit weights must differ from the FP32 file";
   EXPECT_NEAR(good.elapsed, 200 * 0.00025, 1e-12);
   ASSERT_GT(good.ke_std, 0.0);
   EXPECT_LT(std::abs(good.ratio), bound) << "drift over the run relative to sigma_KE";
