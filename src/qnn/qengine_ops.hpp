@@ -29,20 +29,23 @@ const double* tanh_lut();
 // arithmetic (one add and one truncating conversion; v + 0.5 itself rounds, so values within
 // one ulp below a half-integer round up: this is the contract, shared by every path).
 inline std::int32_t round_half_away(double v) {
-  return static_cast<std::int32_t>(v + (v >= 0.0 ? 0.5 : -0.5));
+  return static_cast<std::int32_t>(v + std::copysign(0.5, v));  // branch-free
+}
+
+// clamp(v, lo, hi) written so that it compiles to minsd/maxsd (no data-dependent branches).
+inline double clamp_branchless(double v, double lo, double hi) {
+  v = v < hi ? v : hi;
+  return v > lo ? v : lo;
 }
 
 inline double lut_tanh(double z) {
-  double v = z * kLutSteps;
-  v = std::min(std::max(v, -double(kLutHalf)), double(kLutHalf));
+  const double v = clamp_branchless(z * kLutSteps, -double(kLutHalf), double(kLutHalf));
   return kTanhLut[round_half_away(v) + kLutHalf];
 }
 
 // Symmetric quantization of an activation: round_half_away(clamp(x * inv_scale, ±qmax)).
 inline std::int32_t quantize(double x, double inv_scale, int qmax) {
-  double v = x * inv_scale;
-  v = std::min(std::max(v, -double(qmax)), double(qmax));
-  return round_half_away(v);
+  return round_half_away(clamp_branchless(x * inv_scale, -double(qmax), double(qmax)));
 }
 
 // Rounding to a power-of-two grid, to nearest with ties to even, exact for |v / grid| < 2^51:
@@ -56,9 +59,7 @@ inline double on_grid(double v, double grid) {
 // Fixed-point R̂ of the integer descriptor (eq. Q6): R_fx = round(R̂ * 2^20).
 inline constexpr double kRFixed = 1048576.0;  // 2^20
 inline std::int64_t r_fixed(double r) {
-  double v = r * kRFixed;
-  v = std::min(std::max(v, -2147483647.0), 2147483647.0);
-  return round_half_away(v);
+  return round_half_away(clamp_branchless(r * kRFixed, -2147483647.0, 2147483647.0));
 }
 
 // One dense layer prepared for execution.
@@ -108,10 +109,11 @@ QModel prepare(const Model& m, bool integer_all, bool pack);
 template <class Acc, class XQ>
 inline void int_forward_finish(const QLayer& L, const Acc* acc, const XQ* xq, double* t,
                                double* y) {
-  for (int o = 0; o < L.out; ++o) {
-    const double z = static_cast<double>(acc[o]) * L.zscale[o] + L.b[o];
-    t[o] = L.tanh ? lut_tanh(z) : z;
-  }
+  const double* zs = L.zscale.data();
+  const double* b = L.b.data();
+  for (int o = 0; o < L.out; ++o) t[o] = static_cast<double>(acc[o]) * zs[o] + b[o];
+  if (L.tanh)
+    for (int o = 0; o < L.out; ++o) t[o] = lut_tanh(t[o]);
   switch (L.residual) {
     case 0:  // None
       for (int o = 0; o < L.out; ++o) y[o] = t[o];
@@ -161,11 +163,12 @@ inline void float_forward(const QLayer& L, const double* x, double* t, double* y
 // --------------------------------------------------------------------------- backward rows
 // dE/dz from dE/dy and the stored t (tanh' = 1 - t², times dt for the timestep residual).
 inline void grad_z(const QLayer& L, const double* gy, const double* t, double* gz) {
-  for (int o = 0; o < L.out; ++o) {
-    double g = L.tanh ? gy[o] * (1.0 - t[o] * t[o]) : gy[o];
-    if (L.residual == 3) g *= L.dt[o];
-    gz[o] = g;
-  }
+  if (L.tanh)
+    for (int o = 0; o < L.out; ++o) gz[o] = gy[o] * (1.0 - t[o] * t[o]);
+  else
+    for (int o = 0; o < L.out; ++o) gz[o] = gy[o];
+  if (L.residual == 3)
+    for (int o = 0; o < L.out; ++o) gz[o] *= L.dt[o];
 }
 
 // The residual's share of dE/dx, added to gx.
@@ -181,15 +184,20 @@ inline void grad_residual(const QLayer& L, const double* gy, double* gx) {
 // the dynamic scale s_g = max|h| / qmax_g. Returns s_g (0 when the row is zero).
 template <class GQ>
 inline double int_backward_prepare(const QLayer& L, const double* gz, GQ* gq) {
+  // h is formed twice (identical products); max over |h| is exact in any order.
+  const double* sw = L.sw.data();
   double amax = 0.0;
-  for (int o = 0; o < L.out; ++o) amax = std::max(amax, std::abs(gz[o] * L.sw[o]));
+  for (int o = 0; o < L.out; ++o) {
+    const double h = std::abs(gz[o] * sw[o]);
+    amax = h > amax ? h : amax;
+  }
   if (!(amax > 0.0)) {
     for (int o = 0; o < L.out; ++o) gq[o] = 0;
     return 0.0;
   }
   const double inv = L.qmax_g / amax;
   for (int o = 0; o < L.out; ++o)
-    gq[o] = static_cast<GQ>(quantize(gz[o] * L.sw[o], inv, L.qmax_g));
+    gq[o] = static_cast<GQ>(quantize(gz[o] * sw[o], inv, L.qmax_g));
   return amax / L.qmax_g;
 }
 
