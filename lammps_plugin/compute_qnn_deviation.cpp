@@ -66,12 +66,8 @@ ComputeQNNDeviation::ComputeQNNDeviation(LAMMPS *lmp, int narg, char **arg) :
     if (!why.empty())
       error->all(FLERR, "compute qnn/deviation: ref {} cannot run in mode {}: {}", ref_file,
                  ref->mode.name(), why);
-    try {
-      qnn::ensure_kokkos_initialized();
-      ref->evaluator = qnn_plugin::make_evaluator(ref->model, ref->mode);
-    } catch (const qnn::Error &e) {
-      error->all(FLERR, "compute qnn/deviation: ref {} in mode {}: {}", ref_file, ref->mode.name(), e.what());
-    }
+    // The evaluator is built in init(): Kokkos is initialised by pair_style qnn (with its
+    // `threads`), which may come after this command.
   }
 
   vector_flag = 1;
@@ -122,6 +118,13 @@ void ComputeQNNDeviation::init()
       utils::logmesg(lmp, "compute qnn/deviation {}: every {} steps, pair mode {} vs reference {} ({})\n", id,
                      every, st->mode_name, pair->model_file(), ref->evaluator->describe());
   } else {
+    if (!ref->evaluator) {
+      try {
+        ref->evaluator = qnn_plugin::make_evaluator(ref->model, ref->mode);
+      } catch (const qnn::Error &e) {
+        error->all(FLERR, "compute qnn/deviation: ref {} in mode {}: {}", ref_file, ref->mode.name(), e.what());
+      }
+    }
     // The graph is built with the pair's species indices and cutoff.
     const qnn::Model &rm = ref->model;
     if (rm.species != qm.species) {

@@ -1,7 +1,7 @@
 // NVE energy conservation with pair_style qnn in weight-only mode: the shipped water potential
 // (potentials/water-se2a.fp32.qnn), quantized here to 8-bit per-channel weights, on the
 // 192-atom water box of examples/water, 200 velocity-Verlet steps of 0.25 fs, measured by
-// fix qnn/drift. Runs under mpirun -np 1 and 2 (label slow).
+// fix qnn/drift. Runs under mpirun -np 2 (label slow; about a minute on 2 busy cores).
 //
 // The bound. Velocity Verlet with forces that are the exact gradient of the energy conserves
 // a shadow Hamiltonian: the total energy shows no secular drift and fluctuates by
