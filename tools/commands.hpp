@@ -12,6 +12,7 @@ void register_quantize(CLI::App& app);
 void register_sweep(CLI::App& app);
 #ifdef QNN_HAVE_TORCH
 void register_train(CLI::App& app);
+void register_qat(CLI::App& app);
 #endif
 
 }  // namespace qnn::cli

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   qnn::cli::register_sweep(app);
 #ifdef QNN_HAVE_TORCH
   qnn::cli::register_train(app);
+  qnn::cli::register_qat(app);
 #endif
   try {
     app.parse(argc, argv);

@@ -1,9 +1,11 @@
 // LibTorch se_e2_a module: docs/model.md, equation by equation, on an edge list.
 #include "torch/se2a_module.hpp"
 
+#include <cmath>
 #include <string>
 
 #include "qnn/error.hpp"
+#include "torch/qat.hpp"
 
 namespace qnn::libtorch {
 namespace {
@@ -181,18 +183,139 @@ Se2aModuleImpl::Se2aModuleImpl(const Model& model, torch::Dtype dtype) : arch_(m
 }
 
 // Dense layers in order: z = y·W + b, then the activation and residual rule of eq. G / eq. F.
-torch::Tensor Se2aModuleImpl::apply_net(const std::vector<TorchLayer>& net, torch::Tensor y) const {
-  for (const TorchLayer& L : net) {
-    torch::Tensor z = torch::addmm(L.bias, y, L.weight);       // (n, out)
-    torch::Tensor a = L.activation == Activation::Tanh ? torch::tanh(z) : z;
-    switch (L.residual) {
-      case Residual::None: y = a; break;
-      case Residual::Identity: y = y + a; break;
-      case Residual::Doubling: y = torch::cat({y, y}, 1) + a; break;
-      case Residual::Timestep: y = y + L.dt * a; break;
+// With fake quantization (qat.hpp) the layer takes its quantized input and weights, an integer
+// layer's tanh is the engine's table, the residual adds the quantized input, and a quantized
+// output (G) is quantized last.
+// The observer, when set, sees every layer's input and the net's output (before its
+// quantization), restricted to `rows` when defined.
+torch::Tensor Se2aModuleImpl::apply_net(const std::vector<TorchLayer>& net, torch::Tensor y, int family, int index,
+                                        const torch::Tensor& rows) const {
+  if (!fake_quant_ && !observer_) {
+    for (const TorchLayer& L : net) {
+      torch::Tensor z = torch::addmm(L.bias, y, L.weight);       // (n, out)
+      torch::Tensor a = L.activation == Activation::Tanh ? torch::tanh(z) : z;
+      switch (L.residual) {
+        case Residual::None: y = a; break;
+        case Residual::Identity: y = y + a; break;
+        case Residual::Doubling: y = torch::cat({y, y}, 1) + a; break;
+        case Residual::Timestep: y = y + L.dt * a; break;
+      }
     }
+    return y;
+  }
+  auto observe = [&](std::size_t layer, const torch::Tensor& t) {
+    if (!observer_) return;
+    torch::Tensor v = t.detach();
+    observer_(family, index, static_cast<int>(layer), rows.defined() ? v.index_select(0, rows) : v);
+  };
+  for (std::size_t l = 0; l < net.size(); ++l) {
+    const TorchLayer& L = net[l];
+    const LayerFakeQuant& q = L.fq;
+    observe(l, y);
+    torch::Tensor x = q.act_bits != 0 ? libtorch::fake_quant(y, torch::exp(q.log_act_scale), q.act_bits, q.act_grad_scale, false) : y;
+    torch::Tensor w = q.weight_bits != 0
+                          ? libtorch::fake_quant(L.weight, torch::exp(q.log_weight_scale), q.weight_bits, q.weight_grad_scale)
+                          : L.weight;
+    torch::Tensor z = torch::addmm(L.bias, x, w);               // (n, out)
+    const bool integer = q.weight_bits != 0 && q.act_bits != 0;  // the engine's table tanh
+    torch::Tensor a = L.activation == Activation::Tanh ? (integer ? table_tanh(z) : torch::tanh(z)) : z;
+    switch (L.residual) {  // the residual adds the input as the layer uses it
+      case Residual::None: y = a; break;
+      case Residual::Identity: y = x + a; break;
+      case Residual::Doubling: y = torch::cat({x, x}, 1) + a; break;
+      case Residual::Timestep: y = x + L.dt * a; break;
+    }
+    if (l + 1 == net.size()) observe(net.size(), y);
+    if (q.out_bits != 0) y = libtorch::fake_quant(y, torch::exp(q.log_out_scale), q.out_bits, q.out_grad_scale, false);
   }
   return y;
+}
+
+// Log-scale tensors of every quantized layer of the plan; see the header.
+void Se2aModuleImpl::enable_fake_quant(const Model& plan, const FakeQuantOptions& opt) {
+  if (fake_quant_) throw Error("Se2aModule::enable_fake_quant: fake quantization is already enabled");
+  plan.validate("fake-quantization plan");
+  if (plan.species != arch_.species || plan.embed_widths != arch_.embed_widths || plan.fit_widths != arch_.fit_widths ||
+      plan.axis_neuron != arch_.axis_neuron || plan.resnet_dt != arch_.resnet_dt) {
+    throw Error("Se2aModule::enable_fake_quant: the plan's architecture differs from the module's");
+  }
+  auto scalar = [&](double v) { return torch::full({1}, std::log(v), torch::TensorOptions().dtype(dtype_)); };
+  auto add = [&](const std::string& name, torch::Tensor t, bool learn) {
+    return learn ? register_parameter(name, t) : register_buffer(name, t);
+  };
+  // G is quantized only when every embedding net has an output scale (the integer descriptor).
+  bool all_out = true;
+  for (const Net& net : plan.embed) all_out = all_out && net.layers.back().quant.out_scale > 0;
+  auto setup = [&](const Net& net, std::vector<TorchLayer>& layers, const std::string& prefix, bool embed) {
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      const DenseLayer& P = net.layers[l];
+      const QuantSpec& qs = P.quant;
+      const std::string name = prefix + "_layer" + std::to_string(l);
+      LayerFakeQuant& q = layers[l].fq;
+      for (std::int32_t zp : qs.weight_zero_point) {
+        if (zp != 0) throw Error(name + ": asymmetric weights (zero point " + std::to_string(zp) + ") are not supported");
+      }
+      if (qs.act_zero_point != 0) throw Error(name + ": asymmetric activations (act_zero_point) are not supported");
+      if (qs.out_scale > 0 && !(embed && l + 1 == layers.size())) {
+        throw Error(name + ": out_scale is only defined for the last layer of an embedding net");
+      }
+      if (qs.weight_bits != 0) {
+        q.weight_bits = qs.weight_bits;
+        std::vector<double> ls;
+        for (float v : qs.weight_scale) ls.push_back(std::log(static_cast<double>(v)));
+        q.log_weight_scale = add(name + "_log_wscale", real_tensor(ls, {static_cast<std::int64_t>(ls.size())}, dtype_),
+                                 opt.learn_weight_scales);
+        const double per_scale = static_cast<double>(P.in) * (qs.weight_scale.size() == 1 ? P.out : 1);
+        q.weight_grad_scale = lsq_grad_scale(per_scale, qs.weight_bits);
+      }
+      if (qs.act_bits != 0) {
+        q.act_bits = qs.act_bits;
+        q.log_act_scale = add(name + "_log_ascale", scalar(qs.act_scale), opt.learn_act_scales);
+        q.act_grad_scale = lsq_grad_scale(P.in, qs.act_bits);
+      }
+      if (qs.act_bits != 0 && qs.weight_bits == 0) {
+        throw Error(name + ": activations are quantized but the weights are float, which the integer engine cannot run");
+      }
+      if (qs.out_scale > 0 && all_out) {
+        q.out_bits = kEmbedOutBits;
+        q.log_out_scale = add(name + "_log_oscale", scalar(qs.out_scale), opt.learn_act_scales);
+        q.out_grad_scale = lsq_grad_scale(P.out, kEmbedOutBits);
+      }
+    }
+  };
+  for (std::size_t s = 0; s < embed_.size(); ++s) setup(plan.embed[s], embed_[s], "embed" + std::to_string(s), true);
+  for (std::size_t s = 0; s < fit_.size(); ++s) setup(plan.fit[s], fit_[s], "fit" + std::to_string(s), false);
+  fake_quant_ = true;
+}
+
+// Learned log scales, in layer order.
+std::vector<torch::Tensor> Se2aModuleImpl::scale_parameters() const {
+  std::vector<torch::Tensor> out;
+  for (const auto* fam : {&embed_, &fit_}) {
+    for (const auto& net : *fam) {
+      for (const TorchLayer& L : net) {
+        for (const torch::Tensor* t : {&L.fq.log_weight_scale, &L.fq.log_act_scale, &L.fq.log_out_scale}) {
+          if (t->defined() && t->requires_grad()) out.push_back(*t);
+        }
+      }
+    }
+  }
+  return out;
+}
+
+// Weights, biases and dt, in registration order.
+std::vector<torch::Tensor> Se2aModuleImpl::network_parameters() const {
+  std::vector<torch::Tensor> out;
+  for (const auto* fam : {&embed_, &fit_}) {
+    for (const auto& net : *fam) {
+      for (const TorchLayer& L : net) {
+        out.push_back(L.weight);
+        out.push_back(L.bias);
+        if (L.dt.defined()) out.push_back(L.dt);
+      }
+    }
+  }
+  return out;
 }
 
 // Per-atom energies; see the header for the edge convention.
@@ -238,7 +361,9 @@ torch::Tensor Se2aModuleImpl::forward(const torch::Tensor& positions, const torc
     if (pad.numel() == 0) continue;
     const std::int64_t nmax = pad.numel() / N;
     torch::Tensor in = shat_ext.index_select(0, pad).unsqueeze(1);                          // (N*nmax, 1)
-    torch::Tensor G = apply_net(embed_[static_cast<std::size_t>(a)], in).view({N, nmax, M1});  // (N, nmax, M1)
+    torch::Tensor valid = observer_ ? torch::nonzero(pad < edge_i.size(0)).squeeze(1) : torch::Tensor();  // filled slots
+    torch::Tensor G = apply_net(embed_[static_cast<std::size_t>(a)], in, 0, static_cast<int>(a), valid)
+                          .view({N, nmax, M1});                                             // (N, nmax, M1)
     torch::Tensor Ra = R_ext.index_select(0, pad).view({N, nmax, 4});                        // (N, nmax, 4)
     torch::Tensor t = torch::bmm(G.transpose(1, 2), Ra);                                     // (N, M1, 4)
     T = T.defined() ? T + t : t;
@@ -255,7 +380,8 @@ torch::Tensor Se2aModuleImpl::forward(const torch::Tensor& positions, const torc
     torch::Tensor idx = S == 1 ? torch::Tensor() : where_equal(species, c);
     if (idx.defined() && idx.numel() == 0) continue;
     torch::Tensor in = idx.defined() ? D.index_select(0, idx) : D;                      // (n, M1*M2)
-    torch::Tensor e = apply_net(fit_[static_cast<std::size_t>(c)], in).squeeze(1) + energy_bias_[c];  // (n)
+    torch::Tensor e = apply_net(fit_[static_cast<std::size_t>(c)], in, 1, static_cast<int>(c), torch::Tensor()).squeeze(1) +
+                      energy_bias_[c];  // (n)
     if (!idx.defined()) {
       atom_e = e;
     } else {

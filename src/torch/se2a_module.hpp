@@ -7,6 +7,7 @@
 // x_ij = pos[j] + shift_ij − pos[i], and autograd forces on the owners come out folded.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include <torch/torch.h>
@@ -43,6 +44,20 @@ EdgeBatch frame_edges(const Cell& cell, const std::vector<double>& positions, co
 // Disjoint union of several batches (atom indices and frame ids offset).
 EdgeBatch concat(const std::vector<const EdgeBatch*>& parts);
 
+// Fake quantization of one dense layer for quantization-aware training (qat.hpp): what the
+// integer engine does to the layer (its QuantSpec), simulated in floating point. Bits 0 leave
+// that part float. Scales are held as natural logarithms: parameters when learned, buffers
+// when fixed. The gradient scales are LSQ's g (qat.hpp, fake_quant).
+struct LayerFakeQuant {
+  int weight_bits = 0;             // weights: W -> s_w · clamp(round(W / s_w), ±Q_w)
+  int act_bits = 0;                // input:   x -> s_x · clamp(round(x / s_x), ±Q_x)
+  int out_bits = 0;                // output (last embedding layer, G): quantized at s_out
+  torch::Tensor log_weight_scale;  // (out) per channel or (1) per tensor
+  torch::Tensor log_act_scale;     // (1)
+  torch::Tensor log_out_scale;     // (1)
+  double weight_grad_scale = 1.0, act_grad_scale = 1.0, out_grad_scale = 1.0;
+};
+
 // One dense layer's tensors; the rule is docs/model.md eq. G / eq. F.
 struct TorchLayer {
   torch::Tensor weight;  // (in, out)
@@ -50,12 +65,20 @@ struct TorchLayer {
   torch::Tensor dt;      // (out) for Residual::Timestep, else undefined
   Activation activation = Activation::Tanh;
   Residual residual = Residual::None;
+  LayerFakeQuant fq;     // all zero bits unless fake quantization is enabled
+};
+
+// Which scales quantization-aware training learns (the others stay at the plan's values).
+struct FakeQuantOptions {
+  bool learn_weight_scales = true;
+  bool learn_act_scales = true;   // input scales and the embedding output scales
 };
 
 class Se2aModuleImpl : public torch::nn::Module {
  public:
   // Copies architecture, weights, statistics and bias of `model`; tensors have `dtype`
-  // (torch::kFloat32 or torch::kFloat64). Quantization metadata is not represented.
+  // (torch::kFloat32 or torch::kFloat64). Quantization metadata is ignored (see
+  // enable_fake_quant).
   explicit Se2aModuleImpl(const Model& model, torch::Dtype dtype = torch::kFloat64);
 
   // Per-atom energies (N) in eV, eq. F. `positions` usually requires grad.
@@ -76,8 +99,28 @@ class Se2aModuleImpl : public torch::nn::Module {
   const Model& architecture() const { return arch_; }
   torch::Dtype dtype() const { return dtype_; }
 
+  // Switches on fake quantization with the plan of a quantized model of this architecture
+  // (bits and initial scales from each layer's QuantSpec; its weights are not used). Adds the
+  // log-scale tensors: parameters (learned) or buffers (fixed) as `opt` says. Once only. With
+  // it off (the default) the module computes exactly the float network.
+  void enable_fake_quant(const Model& plan, const FakeQuantOptions& opt = {});
+  bool fake_quant() const { return fake_quant_; }
+  // The learned log scales (empty unless fake quantization learns some).
+  std::vector<torch::Tensor> scale_parameters() const;
+  // Weights, biases and dt of every layer (what parameters() holds without fake quantization).
+  std::vector<torch::Tensor> network_parameters() const;
+  // Calibration hook: with an observer set, forward() calls it with the input of every layer
+  // (family 0: embedding net of neighbour species `net`, 1: fitting net of centre species
+  // `net`; rows: edges or atoms, (n, in)) and, as layer = number of layers, with the net's
+  // output (G for an embedding net, before any output quantization). Detached tensors.
+  using LayerObserver = std::function<void(int family, int net, int layer, const torch::Tensor& rows)>;
+  void set_observer(LayerObserver observer) { observer_ = std::move(observer); }
+  const std::vector<std::vector<TorchLayer>>& embed_layers() const { return embed_; }
+  const std::vector<std::vector<TorchLayer>>& fit_layers() const { return fit_; }
+
  private:
-  torch::Tensor apply_net(const std::vector<TorchLayer>& net, torch::Tensor y) const;
+  torch::Tensor apply_net(const std::vector<TorchLayer>& net, torch::Tensor y, int family, int index,
+                          const torch::Tensor& rows) const;
 
   Model arch_;                                   // architecture and metadata; weights ignored
   torch::Dtype dtype_;
@@ -85,6 +128,8 @@ class Se2aModuleImpl : public torch::nn::Module {
   std::vector<std::vector<TorchLayer>> fit_;     // (S) nets by centre species
   torch::Tensor mean_s_, std_s_, std_r_;         // (S*S) buffers
   torch::Tensor energy_bias_;                    // (S) buffer, eV
+  bool fake_quant_ = false;
+  LayerObserver observer_;
 };
 TORCH_MODULE(Se2aModule);
 

@@ -22,7 +22,9 @@
 
 #include "qnn/data.hpp"
 #include "qnn/error.hpp"
+#include "torch/config_section.hpp"
 #include "torch/se2a_module.hpp"
+#include "torch/train_loop.hpp"
 
 #ifndef QNN_VERSION
 #define QNN_VERSION "unknown"
@@ -35,191 +37,15 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace qnn::libtorch {
+
+using config::resolve;
+using config::Section;
+
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-// ------------------------------------------------------------------------------ config parsing
-
-// One JSON object of the config: typed getters with defaults and ranges, and a check that
-// every key present was read. Keys starting with '_' are comments and ignored.
-class Section {
- public:
-  Section(const json* j, std::string prefix, std::string where)
-      : j_(j), prefix_(std::move(prefix)), where_(std::move(where)) {
-    if (j_ != nullptr && !j_->is_object()) fail_at(prefix_.empty() ? "the config" : prefix_.substr(0, prefix_.size() - 1), "must be a JSON object");
-  }
-
-  // A nested object (absent: every key takes its default).
-  Section section(const std::string& key) { return Section(get(key), prefix_ + key + ".", where_); }
-
-  double number(const std::string& key, double def, double lo, double hi, const std::string& range) {
-    const json* v = get(key);
-    if (v == nullptr) return def;
-    if (!v->is_number()) fail(key, "must be a number", *v);
-    double x = v->get<double>();
-    if (!(x >= lo && x <= hi)) fail(key, "must be " + range, *v);
-    return x;
-  }
-  long long integer(const std::string& key, long long def, long long lo, long long hi, const std::string& range) {
-    const json* v = get(key);
-    if (v == nullptr) return def;
-    long long x = as_integer(key, *v);
-    if (x < lo || x > hi) fail(key, "must be " + range, *v);
-    return x;
-  }
-  bool boolean(const std::string& key, bool def) {
-    const json* v = get(key);
-    if (v == nullptr) return def;
-    if (!v->is_boolean()) fail(key, "must be true or false", *v);
-    return v->get<bool>();
-  }
-  std::string string(const std::string& key, const std::string& def, const std::vector<std::string>& allowed = {}) {
-    const json* v = get(key);
-    if (v == nullptr) return def;
-    if (!v->is_string()) fail(key, "must be a string", *v);
-    std::string s = v->get<std::string>();
-    if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), s) == allowed.end()) {
-      std::string list;
-      for (const auto& a : allowed) list += (list.empty() ? "\"" : ", \"") + a + "\"";
-      fail(key, "must be one of " + list, *v);
-    }
-    return s;
-  }
-  std::vector<int> int_list(const std::string& key, const std::vector<int>& def, bool required, int lo, bool allow_empty) {
-    const json* v = get(key);
-    if (v == nullptr) {
-      if (required) fail_at(prefix_ + key, "is required (a list of integers)");
-      return def;
-    }
-    if (!v->is_array()) fail(key, "must be a list of integers", *v);
-    if (v->empty() && !allow_empty) fail(key, "must not be empty", *v);
-    std::vector<int> out;
-    for (const json& e : *v) {
-      long long x = as_integer(key, e);
-      if (x < lo || x > std::numeric_limits<int>::max()) fail(key, "entries must be integers >= " + std::to_string(lo), *v);
-      out.push_back(static_cast<int>(x));
-    }
-    return out;
-  }
-  std::vector<std::string> string_list(const std::string& key, bool required) {
-    const json* v = get(key);
-    if (v == nullptr) {
-      if (required) fail_at(prefix_ + key, "is required (a list of strings)");
-      return {};
-    }
-    if (v->is_string()) return {v->get<std::string>()};
-    if (!v->is_array()) fail(key, "must be a list of strings", *v);
-    std::vector<std::string> out;
-    for (const json& e : *v) {
-      if (!e.is_string() || e.get<std::string>().empty()) fail(key, "entries must be non-empty strings", *v);
-      out.push_back(e.get<std::string>());
-    }
-    if (required && out.empty()) fail(key, "must not be empty", *v);
-    return out;
-  }
-  bool has(const std::string& key) const { return j_ != nullptr && j_->contains(key); }
-
-  // Throws on the first key that no getter asked for.
-  void finish() const {
-    if (j_ == nullptr) return;
-    for (auto it = j_->begin(); it != j_->end(); ++it) {
-      if (!it.key().empty() && it.key()[0] == '_') continue;
-      if (used_.count(it.key()) == 0) {
-        std::string known;
-        for (const auto& k : used_) known += (known.empty() ? "" : ", ") + k;
-        throw Error(where_ + ": unknown key '" + prefix_ + it.key() + "' (known keys here: " + known + ")");
-      }
-    }
-  }
-
-  [[noreturn]] void fail_at(const std::string& name, const std::string& msg) const {
-    throw Error(where_ + ": " + name + " " + msg);
-  }
-
- private:
-  const json* get(const std::string& key) {
-    used_.insert(key);
-    if (j_ == nullptr) return nullptr;
-    auto it = j_->find(key);
-    return it == j_->end() ? nullptr : &*it;
-  }
-  long long as_integer(const std::string& key, const json& v) const {
-    if (v.is_number_integer()) return v.get<long long>();
-    if (v.is_number_float()) {
-      double d = v.get<double>();
-      if (std::isfinite(d) && d == std::floor(d) && std::abs(d) < 9.0e15) return static_cast<long long>(d);
-    }
-    fail(key, "must be an integer", v);
-  }
-  [[noreturn]] void fail(const std::string& key, const std::string& msg, const json& v) const {
-    throw Error(where_ + ": " + prefix_ + key + " " + msg + " (got " + v.dump() + ")");
-  }
-
-  const json* j_;
-  std::string prefix_;
-  std::string where_;
-  std::set<std::string> used_;
-};
-
-// Absolute path of `p` relative to `base`.
-std::string resolve(const std::string& base, const std::string& p) {
-  fs::path path(p);
-  fs::path full = (path.is_absolute() || base.empty()) ? path.lexically_normal() : (fs::path(base) / path).lexically_normal();
-  std::string out = full.string();
-  while (out.size() > 1 && out.back() == '/') out.pop_back();
-  return out;
-}
-
 // ------------------------------------------------------------------------------ data
-
-// One training or validation frame, ready for the module.
-struct FrameData {
-  EdgeBatch edges;          // real tensors in the training dtype
-  torch::Tensor force_ref;  // (N, 3) eV/Å, training dtype
-  double energy_ref = 0;    // eV
-  int natoms = 0;
-  std::vector<int> counts;  // (S) atoms per species
-  std::string label;
-};
-
-// Learning rate of update k (DeePMD "exp", staircase).
-double learning_rate(const TrainConfig& c, int k) {
-  const double rate = std::exp(std::log(c.stop_lr / c.start_lr) /
-                               (static_cast<double>(std::max(c.steps, 1)) / c.decay_steps));
-  return c.start_lr * std::pow(rate, static_cast<double>(k / c.decay_steps));
-}
-
-// Energy and force RMSE over frames: meV/atom (per-atom energy error) and meV/Å (components).
-std::pair<double, double> evaluate_rmse(Se2aModule& module, const std::vector<FrameData>& frames,
-                                        const std::vector<int>& which) {
-  if (which.empty()) return {kNaN, kNaN};
-  double se = 0, sf = 0;
-  std::int64_t nf = 0;
-  constexpr std::size_t kChunk = 4;
-  for (std::size_t start = 0; start < which.size(); start += kChunk) {
-    std::vector<const EdgeBatch*> parts;
-    std::vector<torch::Tensor> fref;
-    std::vector<double> eref, nat;
-    for (std::size_t k = start; k < std::min(which.size(), start + kChunk); ++k) {
-      const FrameData& f = frames[static_cast<std::size_t>(which[k])];
-      parts.push_back(&f.edges);
-      fref.push_back(f.force_ref);
-      eref.push_back(f.energy_ref);
-      nat.push_back(f.natoms);
-    }
-    EnergyForces ef = energy_and_forces(module, concat(parts), false);
-    torch::Tensor e = ef.frame_energy.to(torch::kFloat64);
-    for (std::size_t k = 0; k < eref.size(); ++k) {
-      const double d = (e[static_cast<std::int64_t>(k)].item<double>() - eref[k]) / nat[k];
-      se += d * d;
-    }
-    torch::Tensor df = ef.forces.to(torch::kFloat64) - torch::cat(fref).to(torch::kFloat64);
-    sf += (df * df).sum().item<double>();
-    nf += df.numel();
-  }
-  return {1000.0 * std::sqrt(se / static_cast<double>(which.size())), 1000.0 * std::sqrt(sf / static_cast<double>(nf))};
-}
 
 // Descriptor statistics per (centre, neighbour) species over `frames`: mean and std of s, and
 // the root mean square of s·x_k/r (docs/model.md eq. R). Pairs without edges keep 0 / 1 / 1;
@@ -347,16 +173,6 @@ std::string shell_quote(const std::string& s) {
   return q + "'";
 }
 
-// The parts of the config a checkpoint must agree with to be resumed.
-json resume_signature(const TrainConfig& c) {
-  json j = c.to_json();
-  j["training"].erase("steps");
-  j["training"].erase("disp_freq");
-  j["training"].erase("checkpoint_freq");
-  j.erase("output");
-  return j;
-}
-
 // Checkpoint contents besides the module and optimizer.
 struct TrainState {
   int step = 0;
@@ -399,7 +215,7 @@ std::vector<CurvePoint> curve_from_json(const json& a) {
 
 // torch::save of module, optimizer and TrainState, written atomically.
 void save_checkpoint(const std::string& path, Se2aModule& module, torch::optim::Adam& optimizer,
-                     const TrainState& st, const TrainConfig& cfg) {
+                     const TrainState& st, const json& signature) {
   torch::serialize::OutputArchive ar;
   module->save(ar);
   torch::serialize::OutputArchive opt_ar;
@@ -409,7 +225,7 @@ void save_checkpoint(const std::string& path, Se2aModule& module, torch::optim::
   rng << st.rng;
   json meta = {{"step", st.step},         {"rng", rng.str()},       {"order", st.order},
                {"cursor", st.cursor},     {"wall_s", st.wall_s},    {"curve", curve_to_json(st.curve)},
-               {"signature", resume_signature(cfg)}};
+               {"signature", signature}};
   ar.write("qnn_train_state", c10::IValue(meta.dump()));
   const std::string tmp = path + ".tmp";
   ar.save_to(tmp);
@@ -418,7 +234,7 @@ void save_checkpoint(const std::string& path, Se2aModule& module, torch::optim::
 
 // Restores what save_checkpoint wrote; the config must match the checkpoint's.
 void load_checkpoint(const std::string& path, Se2aModule& module, torch::optim::Adam& optimizer, TrainState& st,
-                     const TrainConfig& cfg) {
+                     const json& signature) {
   if (!fs::exists(path)) throw Error(path + ": no checkpoint to resume from");
   torch::serialize::InputArchive ar;
   try {
@@ -429,7 +245,7 @@ void load_checkpoint(const std::string& path, Se2aModule& module, torch::optim::
   c10::IValue meta_v;
   if (!ar.try_read("qnn_train_state", meta_v) || !meta_v.isString()) throw Error(path + ": not a qnn training checkpoint");
   json meta = json::parse(meta_v.toStringRef());
-  if (meta["signature"] != resume_signature(cfg)) {
+  if (meta["signature"] != signature) {
     throw Error(path + ": the checkpoint was written with a different config (only training.steps, disp_freq, "
                 "checkpoint_freq and output may change on resume)");
   }
@@ -464,34 +280,62 @@ std::vector<int> spaced_subset(const std::vector<int>& v, int n) {
 
 }  // namespace
 
+// ------------------------------------------------------------------------------ shared pieces
+
+// The parts of the config a checkpoint must agree with to be resumed.
+json resume_signature(const TrainConfig& c) {
+  json j = c.to_json();
+  j["training"].erase("steps");
+  j["training"].erase("disp_freq");
+  j["training"].erase("checkpoint_freq");
+  j.erase("output");
+  return j;
+}
+
+double learning_rate(const TrainConfig& c, int k) {
+  const double rate = std::exp(std::log(c.stop_lr / c.start_lr) /
+                               (static_cast<double>(std::max(c.steps, 1)) / c.decay_steps));
+  return c.start_lr * std::pow(rate, static_cast<double>(k / c.decay_steps));
+}
+
+// Energy and force RMSE over frames: meV/atom (per-atom energy error) and meV/Å (components).
+std::pair<double, double> evaluate_rmse(Se2aModule& module, const std::vector<FrameData>& frames,
+                                        const std::vector<int>& which) {
+  if (which.empty()) return {kNaN, kNaN};
+  double se = 0, sf = 0;
+  std::int64_t nf = 0;
+  constexpr std::size_t kChunk = 4;
+  for (std::size_t start = 0; start < which.size(); start += kChunk) {
+    std::vector<const EdgeBatch*> parts;
+    std::vector<torch::Tensor> fref;
+    std::vector<double> eref, nat;
+    for (std::size_t k = start; k < std::min(which.size(), start + kChunk); ++k) {
+      const FrameData& f = frames[static_cast<std::size_t>(which[k])];
+      parts.push_back(&f.edges);
+      fref.push_back(f.force_ref);
+      eref.push_back(f.energy_ref);
+      nat.push_back(f.natoms);
+    }
+    EnergyForces ef = energy_and_forces(module, concat(parts), false);
+    torch::Tensor e = ef.frame_energy.to(torch::kFloat64);
+    for (std::size_t k = 0; k < eref.size(); ++k) {
+      const double d = (e[static_cast<std::int64_t>(k)].item<double>() - eref[k]) / nat[k];
+      se += d * d;
+    }
+    torch::Tensor df = ef.forces.to(torch::kFloat64) - torch::cat(fref).to(torch::kFloat64);
+    sf += (df * df).sum().item<double>();
+    nf += df.numel();
+  }
+  return {1000.0 * std::sqrt(se / static_cast<double>(which.size())), 1000.0 * std::sqrt(sf / static_cast<double>(nf))};
+}
+
+
 // ------------------------------------------------------------------------------ config
 
-TrainConfig TrainConfig::from_json(const json& j, const std::string& base_dir, const std::string& where) {
-  TrainConfig c;
+// The data, learning_rate, loss, training and output sections (shared with `qnn qat`).
+void parse_training_sections(Section& root, TrainConfig& c, const std::string& base_dir) {
   constexpr double kInf = std::numeric_limits<double>::infinity();
   constexpr long long kIntMax = std::numeric_limits<int>::max();
-  Section root(&j, "", where);
-
-  Section m = root.section("model");
-  c.species = m.string_list("species", false);
-  c.rcut = m.number("rcut", c.rcut, 1e-3, 1e3, "in (0, 1000] Å");
-  c.rcut_smth = m.number("rcut_smth", c.rcut_smth, 0.0, kInf, ">= 0 Å");
-  if (!(c.rcut_smth < c.rcut)) m.fail_at("model.rcut_smth", "must be smaller than model.rcut");
-  c.sel = m.int_list("sel", {}, true, 1, false);
-  c.neighbor_norm = m.number("neighbor_norm", c.neighbor_norm, 0.0, kInf, ">= 0 (0: sum of sel)");
-  c.embed_widths = m.int_list("embed_widths", c.embed_widths, false, 1, false);
-  c.axis_neuron = static_cast<int>(m.integer("axis_neuron", c.axis_neuron, 1, kIntMax, ">= 1"));
-  if (c.axis_neuron > c.embed_widths.back()) {
-    m.fail_at("model.axis_neuron", "must not exceed the last embedding width (" + std::to_string(c.embed_widths.back()) + ")");
-  }
-  c.fit_widths = m.int_list("fit_widths", c.fit_widths, false, 1, false);
-  c.resnet_dt = m.boolean("resnet_dt", c.resnet_dt);
-  c.precision = m.string("precision", c.precision, {"float", "double"});
-  if (!c.species.empty() && c.species.size() != c.sel.size()) {
-    m.fail_at("model.sel", "has " + std::to_string(c.sel.size()) + " entries for " + std::to_string(c.species.size()) + " species");
-  }
-  m.finish();
-
   Section d = root.section("data");
   for (const auto& s : d.string_list("systems", true)) c.systems.push_back(resolve(base_dir, s));
   for (const auto& s : d.string_list("validation_systems", false)) c.validation_systems.push_back(resolve(base_dir, s));
@@ -543,6 +387,35 @@ TrainConfig TrainConfig::from_json(const json& j, const std::string& base_dir, c
     if (value.empty()) o.fail_at("output." + key, "must not be empty");
   }
   o.finish();
+}
+
+TrainConfig TrainConfig::from_json(const json& j, const std::string& base_dir, const std::string& where) {
+  TrainConfig c;
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  constexpr long long kIntMax = std::numeric_limits<int>::max();
+  Section root(&j, "", where);
+
+  Section m = root.section("model");
+  c.species = m.string_list("species", false);
+  c.rcut = m.number("rcut", c.rcut, 1e-3, 1e3, "in (0, 1000] Å");
+  c.rcut_smth = m.number("rcut_smth", c.rcut_smth, 0.0, kInf, ">= 0 Å");
+  if (!(c.rcut_smth < c.rcut)) m.fail_at("model.rcut_smth", "must be smaller than model.rcut");
+  c.sel = m.int_list("sel", {}, true, 1, false);
+  c.neighbor_norm = m.number("neighbor_norm", c.neighbor_norm, 0.0, kInf, ">= 0 (0: sum of sel)");
+  c.embed_widths = m.int_list("embed_widths", c.embed_widths, false, 1, false);
+  c.axis_neuron = static_cast<int>(m.integer("axis_neuron", c.axis_neuron, 1, kIntMax, ">= 1"));
+  if (c.axis_neuron > c.embed_widths.back()) {
+    m.fail_at("model.axis_neuron", "must not exceed the last embedding width (" + std::to_string(c.embed_widths.back()) + ")");
+  }
+  c.fit_widths = m.int_list("fit_widths", c.fit_widths, false, 1, false);
+  c.resnet_dt = m.boolean("resnet_dt", c.resnet_dt);
+  c.precision = m.string("precision", c.precision, {"float", "double"});
+  if (!c.species.empty() && c.species.size() != c.sel.size()) {
+    m.fail_at("model.sel", "has " + std::to_string(c.sel.size()) + " entries for " + std::to_string(c.species.size()) + " species");
+  }
+  m.finish();
+
+  parse_training_sections(root, c, base_dir);
 
   root.finish();
   return c;
@@ -608,15 +481,10 @@ TrainConfig read_train_config(const std::string& path) {
   return TrainConfig::from_json(j, base.string(), path);
 }
 
-// ------------------------------------------------------------------------------ training
+// ------------------------------------------------------------------------------ shared loop
 
-TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opt) {
-  using Clock = std::chrono::steady_clock;
-  std::ostream& log = opt.log != nullptr ? *opt.log : std::cout;
-  const bool tty = opt.progress && opt.log == nullptr && isatty(STDOUT_FILENO) != 0;
-  const auto t_setup = Clock::now();
-
-  TrainConfig cfg = cfg_in;
+// Threads, seed and allocator settings of a run.
+void begin_run(const TrainConfig& cfg) {
 #if defined(__GLIBC__)
   // Every step allocates and frees the same large tensors; keeping freed memory in the process
   // (instead of unmapping it) saves the page faults of re-mapping it, ~15% of a step.
@@ -625,28 +493,15 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opt) {
 #endif
   torch::set_num_threads(cfg.threads);
   torch::manual_seed(cfg.seed);
-  const torch::Dtype dtype = cfg.precision == "float" ? torch::kFloat32 : torch::kFloat64;
+}
 
-  // Species and data.
-  if (cfg.species.empty()) {
-    std::vector<std::string> all = cfg.systems;
-    all.insert(all.end(), cfg.validation_systems.begin(), cfg.validation_systems.end());
-    cfg.species = collect_species(all);
-  }
-  if (cfg.species.size() != cfg.sel.size()) {
-    throw Error("config: model.sel has " + std::to_string(cfg.sel.size()) + " entries but the data has " +
-                std::to_string(cfg.species.size()) + " species; set model.species and model.sel to match");
-  }
-  log << "qnn train " << QNN_VERSION << "\nconfig (defaults filled in):\n" << cfg.to_json().dump(2) << "\n";
-  fs::create_directories(cfg.output_dir);
-  {
-    std::ofstream full(cfg.output_path("config.full.json"));
-    full << cfg.to_json().dump(2) << "\n";
-  }
-
+// Frames of the training and validation systems, with edges in `dtype`.
+Dataset load_dataset(const TrainConfig& cfg, torch::Dtype dtype, std::ostream& log) {
   const int S = static_cast<int>(cfg.species.size());
-  std::vector<FrameData> frames;
-  std::vector<int> train_idx, val_idx;
+  Dataset data;
+  std::vector<FrameData>& frames = data.frames;
+  std::vector<int>& train_idx = data.train_idx;
+  std::vector<int>& val_idx = data.val_idx;
   auto load = [&](const std::vector<std::string>& dirs, std::vector<int>& idx) {
     for (const System& sys : read_systems(dirs, cfg.species)) {
       std::vector<int> counts(static_cast<std::size_t>(S), 0);
@@ -681,42 +536,42 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opt) {
   }
   if (train_idx.empty()) throw Error("config: no training frames");
   log << "frames: " << train_idx.size() << " training, " << val_idx.size() << " validation\n";
+  return data;
+}
 
-  // Model, statistics, energy bias.
-  Model init = Model::make_random(cfg.species, cfg.rcut, cfg.rcut_smth, cfg.sel, cfg.embed_widths, cfg.axis_neuron,
-                                  cfg.fit_widths, cfg.resnet_dt, cfg.seed);
-  if (cfg.neighbor_norm > 0) init.neighbor_norm = cfg.neighbor_norm;
-  for (Net& net : init.fit) std::fill(net.layers.back().bias.begin(), net.layers.back().bias.end(), 0.0);  // start at the bias
-  std::vector<int> max_nb;
-  descriptor_statistics(frames, spaced_subset(train_idx, cfg.stat_frames), init, init.mean_s, init.std_s, init.std_r,
-                        max_nb);
-  init.energy_bias = energy_bias_lstsq(frames, train_idx, S);
-  for (int a = 0; a < S; ++a) {
-    const auto ua = static_cast<std::size_t>(a);
-    log << "species " << cfg.species[ua] << ": energy bias " << sci(init.energy_bias[ua]) << " eV, max neighbours "
-        << max_nb[ua] << " (sel " << cfg.sel[ua] << ")" << (max_nb[ua] > cfg.sel[ua] ? "  WARNING: exceeds sel" : "")
-        << "\n";
-    for (int b = 0; b < S; ++b) {
-      const auto k = static_cast<std::size_t>(a * S + b);
-      log << "  stats " << cfg.species[ua] << "-" << cfg.species[static_cast<std::size_t>(b)] << ": mean_s "
-          << sci(init.mean_s[k]) << " std_s " << sci(init.std_s[k]) << " std_r " << sci(init.std_r[k]) << "\n";
-    }
+// The optimisation loop: Adam on spec.param_groups, the loss of trainer.hpp, validation rows,
+// checkpoints, progress, and at the end the model (spec.export_model) and the plot.
+TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt, Se2aModule& module, const Dataset& data,
+                         const LoopSpec& spec) {
+  using Clock = std::chrono::steady_clock;
+  std::ostream& log = opt.log != nullptr ? *opt.log : std::cout;
+  const bool tty = opt.progress && opt.log == nullptr && isatty(STDOUT_FILENO) != 0;
+  const auto t_setup = Clock::now();
+  const torch::Dtype dtype = module->dtype();
+  const std::vector<FrameData>& frames = data.frames;
+  const std::vector<int>& train_idx = data.train_idx;
+  const std::vector<int>& val_idx = data.val_idx;
+  if (spec.param_groups.empty()) throw Error(spec.command + ": nothing to optimise");
+
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  std::vector<double> lr_factor;
+  for (const auto& [params, factor] : spec.param_groups) {
+    groups.emplace_back(params);
+    lr_factor.push_back(factor);
   }
-  Se2aModule module(init, dtype);
-  log << "parameters: " << init.parameter_count() << ", precision " << cfg.precision << ", threads " << cfg.threads << "\n";
-
-  torch::optim::Adam optimizer(module->parameters(), torch::optim::AdamOptions(cfg.start_lr));
+  torch::optim::Adam optimizer(groups, torch::optim::AdamOptions(cfg.start_lr));
   TrainState st;
   st.rng.seed(cfg.seed + 1);
   const std::string ckpt_path = cfg.output_path(cfg.checkpoint_file);
   if (opt.resume) {
-    load_checkpoint(ckpt_path, module, optimizer, st, cfg);
+    load_checkpoint(ckpt_path, module, optimizer, st, spec.signature);
     log << "resumed from " << ckpt_path << " at step " << st.step << "\n";
   }
   const std::vector<int> train_eval = spaced_subset(train_idx, cfg.train_eval_frames);
   const std::vector<int> val_eval = spaced_subset(val_idx, cfg.val_frames);
   const std::string csv_path = cfg.output_path(cfg.lcurve_file);
-  log << "setup: " << format_duration(std::chrono::duration<double>(Clock::now() - t_setup).count()) << "\n";
+  log << "setup: " << format_duration(std::chrono::duration<double>(Clock::now() - t_setup).count() + spec.setup_s)
+      << "\n";
   log << std::setw(8) << "step" << std::setw(11) << "lr" << std::setw(11) << "loss" << std::setw(11) << "E_trn"
       << std::setw(11) << "E_val" << std::setw(11) << "F_trn" << std::setw(11) << "F_val"
       << "   (RMSE: E meV/atom, F meV/Å)\n";
@@ -761,7 +616,9 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opt) {
   while (st.step < last_step) {
     const int k = st.step;
     const double lr = learning_rate(cfg, k);
-    for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
+    for (std::size_t g = 0; g < optimizer.param_groups().size(); ++g) {
+      optimizer.param_groups()[g].options().set_lr(lr * lr_factor[g]);
+    }
     const double pref_e = cfg.limit_pref_e + (cfg.start_pref_e - cfg.limit_pref_e) * lr / cfg.start_lr;
     const double pref_f = cfg.limit_pref_f + (cfg.start_pref_f - cfg.limit_pref_f) * lr / cfg.start_lr;
 
@@ -790,6 +647,7 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opt) {
     optimizer.zero_grad();
     loss.backward();
     optimizer.step();
+    if (spec.after_step) spec.after_step(module);
     loss_sum += loss.item<double>();
     ++loss_n;
     st.step = k + 1;
@@ -797,7 +655,7 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opt) {
     if (st.step % cfg.disp_freq == 0 || st.step == cfg.steps) record(st.step);
     if (st.step % cfg.checkpoint_freq == 0 || st.step == last_step) {
       st.wall_s = wall_before + elapsed();
-      save_checkpoint(ckpt_path, module, optimizer, st, cfg);
+      save_checkpoint(ckpt_path, module, optimizer, st, spec.signature);
     }
     if (opt.progress) {
       const double since = std::chrono::duration<double>(Clock::now() - last_progress).count();
@@ -827,17 +685,16 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opt) {
   TrainResult result;
   result.wall_s = elapsed();
   st.wall_s = wall_before + result.wall_s;
-  result.model = module->to_model();
+  result.model = spec.export_model(module);
   result.curve = st.curve;
-  const std::string storage = cfg.storage_dtype != "auto" ? cfg.storage_dtype : (cfg.precision == "float" ? "f32" : "f64");
-  json prov = {{"created_by", "qnn train"},
-               {"qnn_version", QNN_VERSION},
-               {"config", cfg.to_json()},
-               {"training_frames", train_idx.size()},
-               {"validation_frames", val_idx.size()},
-               {"steps", st.step},
-               {"training_wall_s", st.wall_s},
-               {"storage_dtype", storage}};
+  json prov = spec.provenance;
+  prov["created_by"] = spec.command;
+  prov["qnn_version"] = QNN_VERSION;
+  prov["training_frames"] = train_idx.size();
+  prov["validation_frames"] = val_idx.size();
+  prov["steps"] = st.step;
+  prov["training_wall_s"] = st.wall_s;
+  prov["storage_dtype"] = spec.storage_dtype;
   if (!st.curve.empty()) {
     const CurvePoint& c = st.curve.back();
     auto num = [](double v) { return std::isnan(v) ? json(nullptr) : json(v); };
@@ -864,6 +721,71 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opt) {
   }
   log.flush();
   return result;
+}
+
+// ------------------------------------------------------------------------------ training
+
+TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opt) {
+  using Clock = std::chrono::steady_clock;
+  std::ostream& log = opt.log != nullptr ? *opt.log : std::cout;
+  const auto t_setup = Clock::now();
+
+  TrainConfig cfg = cfg_in;
+  begin_run(cfg);
+  const torch::Dtype dtype = cfg.precision == "float" ? torch::kFloat32 : torch::kFloat64;
+
+  // Species and data.
+  if (cfg.species.empty()) {
+    std::vector<std::string> all = cfg.systems;
+    all.insert(all.end(), cfg.validation_systems.begin(), cfg.validation_systems.end());
+    cfg.species = collect_species(all);
+  }
+  if (cfg.species.size() != cfg.sel.size()) {
+    throw Error("config: model.sel has " + std::to_string(cfg.sel.size()) + " entries but the data has " +
+                std::to_string(cfg.species.size()) + " species; set model.species and model.sel to match");
+  }
+  log << "qnn train " << QNN_VERSION << "\nconfig (defaults filled in):\n" << cfg.to_json().dump(2) << "\n";
+  fs::create_directories(cfg.output_dir);
+  {
+    std::ofstream full(cfg.output_path("config.full.json"));
+    full << cfg.to_json().dump(2) << "\n";
+  }
+
+  const int S = static_cast<int>(cfg.species.size());
+  const Dataset data = load_dataset(cfg, dtype, log);
+
+  // Model, statistics, energy bias.
+  Model init = Model::make_random(cfg.species, cfg.rcut, cfg.rcut_smth, cfg.sel, cfg.embed_widths, cfg.axis_neuron,
+                                  cfg.fit_widths, cfg.resnet_dt, cfg.seed);
+  if (cfg.neighbor_norm > 0) init.neighbor_norm = cfg.neighbor_norm;
+  for (Net& net : init.fit) std::fill(net.layers.back().bias.begin(), net.layers.back().bias.end(), 0.0);  // start at the bias
+  std::vector<int> max_nb;
+  descriptor_statistics(data.frames, spaced_subset(data.train_idx, cfg.stat_frames), init, init.mean_s, init.std_s,
+                        init.std_r, max_nb);
+  init.energy_bias = energy_bias_lstsq(data.frames, data.train_idx, S);
+  for (int a = 0; a < S; ++a) {
+    const auto ua = static_cast<std::size_t>(a);
+    log << "species " << cfg.species[ua] << ": energy bias " << sci(init.energy_bias[ua]) << " eV, max neighbours "
+        << max_nb[ua] << " (sel " << cfg.sel[ua] << ")" << (max_nb[ua] > cfg.sel[ua] ? "  WARNING: exceeds sel" : "")
+        << "\n";
+    for (int b = 0; b < S; ++b) {
+      const auto k = static_cast<std::size_t>(a * S + b);
+      log << "  stats " << cfg.species[ua] << "-" << cfg.species[static_cast<std::size_t>(b)] << ": mean_s "
+          << sci(init.mean_s[k]) << " std_s " << sci(init.std_s[k]) << " std_r " << sci(init.std_r[k]) << "\n";
+    }
+  }
+  Se2aModule module(init, dtype);
+  log << "parameters: " << init.parameter_count() << ", precision " << cfg.precision << ", threads " << cfg.threads << "\n";
+
+  LoopSpec spec;
+  spec.command = "qnn train";
+  spec.param_groups.push_back({module->parameters(), 1.0});
+  spec.signature = resume_signature(cfg);
+  spec.provenance = {{"config", cfg.to_json()}};
+  spec.storage_dtype = cfg.storage_dtype != "auto" ? cfg.storage_dtype : (cfg.precision == "float" ? "f32" : "f64");
+  spec.export_model = [](Se2aModule& m) { return m->to_model(); };
+  spec.setup_s = std::chrono::duration<double>(Clock::now() - t_setup).count();
+  return run_training(cfg, opt, module, data, spec);
 }
 
 }  // namespace qnn::libtorch
