@@ -361,7 +361,10 @@ int main(int argc, char** argv) {
   int failed = RUN_ALL_TESTS();
   int any = 0;
   MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  if (g_rank == 0) std::remove(shared_model_path().c_str());
+  if (g_rank == 0) {
+    std::remove(shared_model_path().c_str());
+    std::remove(("/tmp/qnn_plugin_test_" + std::to_string(static_cast<int>(getpid())) + ".data").c_str());
+  }
   MPI_Finalize();
   return any;
 }
