@@ -327,6 +327,7 @@ class QBackend final : public QBackendBase {
   std::vector<EdgeGeo> geo_;
   std::vector<double> gedge_;     // (nedges, 3)
   std::vector<double> eatom_;     // (nlocal)
+  std::vector<double> vcentre_;   // (nlocal, 6) virial of each centre's own edges
   // chunk
   std::vector<int> erows_;        // edge rows grouped by neighbour species
   std::vector<int> erow_of_;      // (chunk edges) row of each edge, -1 inactive
@@ -398,7 +399,8 @@ void QBackend<Space>::compute(const NeighborGraph& g, EvalResult& out, const Eva
 
   // gather: exact sums of grid values
   out.force.assign(static_cast<std::size_t>(3) * nt, 0.0);
-  std::vector<double> vcentre(static_cast<std::size_t>(6) * nl, 0.0);
+  vcentre_.assign(static_cast<std::size_t>(6) * nl, 0.0);
+  std::vector<double>& vcentre = vcentre_;
   if (opt.atom_virial)
     out.atom_virial.assign(static_cast<std::size_t>(6) * nt, 0.0);
   else
