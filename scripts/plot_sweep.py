@@ -38,7 +38,8 @@ def main():
         sys.exit(f"plot_sweep.py: {a.csv} is not a `qnn sweep` CSV (needs columns {sorted(need)})")
     fp32 = [r for r in rows if r["variant"] == "fp32"]
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 6))
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.9, bottom=0.25, wspace=0.22)
     panels = [("force", "force RMSE (meV/Å)"), ("energy", "energy RMSE (meV/atom)")]
     colours = {"weights": "tab:blue", "activations": "tab:orange", "both": "tab:red"}
     labels = {"weights": "weights only", "activations": "activations only (16-bit weights)",
@@ -66,7 +67,8 @@ def main():
         ax.set_xticks(range(2, 17))
         ax.grid(True, which="both", alpha=0.3)
         ax.set_title(what)
-    axes[0].legend(fontsize=7, loc="upper right")
+    handles, lbls = axes[0].get_legend_handles_labels()
+    fig.legend(handles, lbls, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(a.title)
     fig.savefig(a.png, dpi=120)
 

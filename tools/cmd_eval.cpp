@@ -1,6 +1,10 @@
-// `qnn eval model.qnn DATA_DIR... [--json out.json]`: errors of a model against DeePMD data,
-// computed by the core Kokkos engine (no LibTorch needed). Energy errors are per atom
+// `qnn eval model.qnn DATA_DIR... [--mode M] [--json out.json]`: errors of a model against
+// DeePMD data, computed by the core engines (no LibTorch needed): the float Kokkos engine in
+// mode fp32, qnn::make_evaluator otherwise (weight-only: float engine on the dequantized
+// weights; int8 / mixed: the integer engine). By default a file runs in the mode it was made
+// for (its default_mode). The report names the engine that ran. Energy errors are per atom
 // (meV/atom), force errors per Cartesian component (meV/Å); predicted minus reference.
+#include <functional>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -17,6 +21,7 @@
 #include "qnn/data.hpp"
 #include "qnn/engine.hpp"
 #include "qnn/error.hpp"
+#include "qnn/evaluator.hpp"
 #include "qnn/model.hpp"
 
 namespace qnn::cli {
@@ -26,7 +31,8 @@ struct EvalArgs {
   std::string model;
   std::vector<std::string> data;
   std::string json_out;
-  std::string precision = "double";
+  std::string precision;  // fp32 mode only: double (default) or float
+  std::string mode = "auto";
   int threads = -1;
   int worst = 5;
 };
@@ -62,14 +68,44 @@ struct FrameError {
 // A JSON number, or null for NaN.
 nlohmann::json num(double v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v); }
 
-// Evaluates every frame with Engine<Real> and prints/writes the report.
-template <class Real>
+using ComputeFn = std::function<void(const NeighborGraph&, EvalResult&, const EvalOptions&)>;
+
+// Evaluates every frame in the requested mode and prints/writes the report.
 void run_eval(const EvalArgs& a) {
   const auto t0 = std::chrono::steady_clock::now();
   ensure_kokkos_initialized(a.threads);
   Model model = read_model(a.model);
+  const Mode mode = a.mode == "auto" ? default_mode(model) : parse_mode(a.mode);
+  if (!a.precision.empty() && mode != Mode::FP32)
+    throw Error("--precision applies to mode fp32 only (this run is mode " + std::string(to_string(mode)) + ")");
   std::vector<System> systems = read_systems(a.data, model.species);
-  Engine<Real> engine(model);
+  // Mode fp32: the float engine in double (default) or single precision; every other mode
+  // through make_evaluator, which refuses a file that cannot run it (with the reason).
+  std::unique_ptr<Engine<double>> engine_d;
+  std::unique_ptr<Engine<float>> engine_f;
+  std::unique_ptr<Evaluator> evaluator;
+  ComputeFn compute;
+  std::string engine_desc;
+  if (mode == Mode::FP32) {
+    bool quantized = false;
+    for (const auto* fam : {&model.embed, &model.fit})
+      for (const Net& n : *fam)
+        for (const DenseLayer& L : n.layers) quantized = quantized || L.quant.quantized();
+    const std::string note = quantized ? ", weights dequantized from the file's integers" : "";
+    if (a.precision == "float") {
+      engine_f = std::make_unique<Engine<float>>(model);
+      compute = [&](const NeighborGraph& g, EvalResult& r, const EvalOptions& o) { engine_f->compute(g, r, o); };
+      engine_desc = "fp32: float engine (single precision" + note + ")";
+    } else {
+      engine_d = std::make_unique<Engine<double>>(model);
+      compute = [&](const NeighborGraph& g, EvalResult& r, const EvalOptions& o) { engine_d->compute(g, r, o); };
+      engine_desc = "fp32: float engine (double precision" + note + ")";
+    }
+  } else {
+    evaluator = make_evaluator(model, mode);
+    compute = [&](const NeighborGraph& g, EvalResult& r, const EvalOptions& o) { evaluator->compute(g, r, o); };
+    engine_desc = evaluator->describe();
+  }
   const int S = model.nspecies();
 
   ErrorSums total;
@@ -83,7 +119,7 @@ void run_eval(const EvalArgs& a) {
     const System& sys = systems[si];
     for (int f = 0; f < sys.nframes; ++f) {
       NeighborGraph g = build_periodic_graph(sys.cell(f), sys.positions(f), sys.species, model.rcut);
-      engine.compute(g, res, eopt);
+      compute(g, res, eopt);
       std::vector<double> force = fold_ghost_forces(g, res.force);  // (natoms, 3)
       const std::vector<double> fref = sys.forces(f);                 // (natoms, 3)
       const double de = (res.energy - sys.energy[static_cast<std::size_t>(f)]) / sys.natoms;
@@ -106,7 +142,8 @@ void run_eval(const EvalArgs& a) {
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   // Table.
-  std::printf("model: %s (%s engine)\n", a.model.c_str(), a.precision.c_str());
+  std::printf("model: %s (mode %s, file default %s)\nengine: %s\n", a.model.c_str(), to_string(mode),
+              model.default_mode.c_str(), engine_desc.c_str());
   std::printf("frames: %lld, wall time %.1f s\n\n", total.nframes, wall);
   int w = 6;
   for (const System& sys : systems) w = std::max(w, static_cast<int>(sys.path.size()));
@@ -141,7 +178,9 @@ void run_eval(const EvalArgs& a) {
   if (!a.json_out.empty()) {
     nlohmann::json j;
     j["model"] = a.model;
-    j["engine_precision"] = a.precision;
+    j["mode"] = to_string(mode);
+    j["engine"] = engine_desc;
+    if (mode == Mode::FP32) j["engine_precision"] = a.precision.empty() ? "double" : a.precision;
     j["data"] = a.data;
     j["frames"] = total.nframes;
     j["wall_s"] = wall;
@@ -184,23 +223,20 @@ void run_eval(const EvalArgs& a) {
 // Registers `qnn eval`.
 void register_eval(CLI::App& app) {
   auto args = std::make_shared<EvalArgs>();
-  CLI::App* sub = app.add_subcommand("eval", "Energy and force errors of a model on DeePMD npy data (Kokkos engine)");
+  CLI::App* sub = app.add_subcommand("eval", "Energy and force errors of a model on DeePMD npy data, in any execution mode");
   sub->add_option("model", args->model, "the .qnn model")->required()->check(CLI::ExistingFile);
   sub->add_option("data", args->data, "DeePMD system directories (type.raw, type_map.raw, set.*/)")
       ->required()
       ->check(CLI::ExistingDirectory);
   sub->add_option("--json", args->json_out, "also write the report as JSON to this file");
-  sub->add_option("--precision", args->precision, "engine arithmetic: double (default) or float")
+  sub->add_option("--mode", args->mode,
+                  "execution mode: auto (default: the file's own mode), fp32, weight-only, int8, mixed")
+      ->check(CLI::IsMember({"auto", "fp32", "weight-only", "int8", "mixed"}));
+  sub->add_option("--precision", args->precision, "mode fp32 only: engine arithmetic double (default) or float")
       ->check(CLI::IsMember({"double", "float"}));
   sub->add_option("--threads", args->threads, "OpenMP threads (default: Kokkos' default)");
   sub->add_option("--worst", args->worst, "number of worst frames to list (default 5)")->check(CLI::NonNegativeNumber);
-  sub->callback([args] {
-    if (args->precision == "float") {
-      run_eval<float>(*args);
-    } else {
-      run_eval<double>(*args);
-    }
-  });
+  sub->callback([args] { run_eval(*args); });
 }
 
 }  // namespace qnn::cli

@@ -27,7 +27,7 @@ namespace {
 struct QuantizeArgs {
   std::string model, out, plan, pareto_out;
   std::vector<std::string> data, val_data;
-  int frames = 32, val_frames = 16;
+  int frames = 32, val_frames = 16, search_frames = 8;
   std::string observer = "minmax", weight_observer = "minmax";
   double percentile = 99.99;
   int bits = 8, weight_bits = -1, act_bits = -1;
@@ -107,8 +107,10 @@ void run_quantize(const QuantizeArgs& a) {
     so.max_force_dev = a.max_force_dev;
     so.max_size_ratio = a.max_size_ratio;
     so.objective_size = a.objective == "size";
-    std::printf("mixed-precision search on %zu validation frames\n", val.size());
-    const SearchResult r = search_mixed(fp32, cal, opt, val, ref, so, [](const std::string& s) {
+    const FrameSet sval = load_frames(a.val_data, fp32, a.search_frames);
+    const Prediction sref = predict_reference(fp32, sval);
+    std::printf("mixed-precision search on %zu validation frames\n", sval.size());
+    const SearchResult r = search_mixed(fp32, cal, opt, sval, sref, so, [](const std::string& s) {
       std::printf("  %s\n", s.c_str());
       std::fflush(stdout);
     });
@@ -118,7 +120,7 @@ void run_quantize(const QuantizeArgs& a) {
       std::ofstream f(a.pareto_out);
       if (!f) throw Error(a.pareto_out + ": cannot write the Pareto table");
       f << "# Mixed-precision search: plans tried\n\n"
-        << "Model `" << a.model << "`, " << val.size() << " validation frames, budget: force RMSE vs DFT <= "
+        << "Model `" << a.model << "`, " << sval.size() << " validation frames, budget: force RMSE vs DFT <= "
         << a.max_force_ratio << "x FP32's";
       if (a.max_force_dev > 0) f << ", force RMSE vs FP32 <= " << a.max_force_dev << " meV/Å";
       if (a.max_size_ratio > 0) f << ", parameter bytes <= " << a.max_size_ratio << "x FP32's";
@@ -215,6 +217,8 @@ void register_quantize(CLI::App& app) {
   sub->add_option("--val-frames", a->val_frames, "validation frames (default 16)")->check(CLI::PositiveNumber);
   sub->add_option("--threads", a->threads, "OpenMP threads (default: Kokkos' default)");
   sub->add_flag("--search", a->search, "choose each layer's bits (mixed precision) under a budget");
+  sub->add_option("--search-frames", a->search_frames, "validation frames the search measures plans on (default 8)")
+      ->check(CLI::PositiveNumber);
   sub->add_option("--search-bits", a->search_bits, "candidate bit widths of the search (default 16 8 6 4)")
       ->check(CLI::Range(2, 16));
   sub->add_flag("--no-fp32-layers", a->no_fp32_layers, "the search may not leave a layer in float");

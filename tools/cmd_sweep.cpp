@@ -54,11 +54,25 @@ std::string find_plot_script(const std::string& given) {
   return "";
 }
 
+// A Python that has matplotlib: $QNN_PYTHON, else python3 on PATH, else /usr/bin/python3
+// (Debian's python3-matplotlib lives there, and a pyenv python3 may shadow it). Empty if none.
+std::string find_python();
+
 // Single-quoted for the shell.
 std::string shq(const std::string& s) {
   std::string o = "'";
   for (char c : s) o += c == '\'' ? std::string("'\\''") : std::string(1, c);
   return o + "'";
+}
+
+std::string find_python() {
+  std::vector<std::string> cands;
+  if (const char* e = std::getenv("QNN_PYTHON")) cands.emplace_back(e);
+  cands.emplace_back("python3");
+  cands.emplace_back("/usr/bin/python3");
+  for (const std::string& c : cands)
+    if (std::system((shq(c) + " -c 'import matplotlib' >/dev/null 2>&1").c_str()) == 0) return c;
+  return "";
 }
 
 void run_sweep_cmd(const SweepArgs& a) {
@@ -111,7 +125,15 @@ void run_sweep_cmd(const SweepArgs& a) {
                  csv.c_str(), png.c_str());
     return;
   }
-  const std::string cmd = "python3 " + shq(script) + " " + shq(csv) + " " + shq(png) + " --title " +
+  const std::string py = find_python();
+  if (py.empty()) {
+    std::fprintf(stderr,
+                 "qnn: warning: no python3 with matplotlib found (set QNN_PYTHON, or apt-get install "
+                 "python3-matplotlib); the CSV is written; plot later with: python3 %s %s %s\n",
+                 script.c_str(), csv.c_str(), png.c_str());
+    return;
+  }
+  const std::string cmd = shq(py) + " " + shq(script) + " " + shq(csv) + " " + shq(png) + " --title " +
                           shq("qnn sweep: " + fs::path(a.model).filename().string());
   std::fflush(stdout);
   const int rc = std::system(cmd.c_str());

@@ -616,8 +616,9 @@ SearchResult search_mixed(const Model& fp32, const Calibration& cal, const Quant
     path.push_back({cur, pred_of(cur)});
   }
 
-  // 3. Measure: the path points predicted within 3x the budget (and the first beyond it),
-  // plus the uniform plans for reference.
+  // 3. Measure: the uniform plans for reference, and the path points from a fifth of the
+  // budget to twice it (predicted), the first one predicted beyond that, thinned to at most
+  // 16 (the last point predicted within the budget and its successor always kept).
   auto add = [&](const std::string& label, const QuantPlan& p, double pred) {
     for (const PlanResult& t : R.tried)
       if (plan_summary(fp32, t.plan) == plan_summary(fp32, p)) return;
@@ -644,20 +645,24 @@ SearchResult search_mixed(const Model& fp32, const Calibration& cal, const Quant
     add("all-" + std::to_string(b), plan_of(lv), pred_of(lv));
   }
   std::vector<std::size_t> measure;
+  std::size_t last_in = 0;
   for (std::size_t k = 1; k < path.size(); ++k) {
-    if (path[k].pred <= 3 * dev_budget) measure.push_back(k);
-    else {
-      measure.push_back(k);
-      break;
-    }
+    if (path[k].pred <= dev_budget) last_in = k;
+    if (path[k].pred < 0.2 * dev_budget) continue;
+    measure.push_back(k);
+    if (path[k].pred > 2 * dev_budget) break;
   }
-  const std::size_t cap = 40;
+  const std::size_t cap = 16;
   if (measure.size() > cap) {
     std::vector<std::size_t> thinned;
     for (std::size_t k = 0; k < cap; ++k) thinned.push_back(measure[k * (measure.size() - 1) / (cap - 1)]);
-    thinned.erase(std::unique(thinned.begin(), thinned.end()), thinned.end());
     measure = thinned;
   }
+  if (last_in > 0) measure.push_back(last_in);
+  if (last_in + 1 < path.size()) measure.push_back(last_in + 1);
+  if (path.size() > 1 && path.back().pred <= dev_budget) measure.push_back(path.size() - 1);
+  std::sort(measure.begin(), measure.end());
+  measure.erase(std::unique(measure.begin(), measure.end()), measure.end());
   for (std::size_t k : measure) add("greedy-" + std::to_string(k), plan_of(path[k].lv), path[k].pred);
 
   // 4. Choose and mark the Pareto front (objective vs force deviation from FP32).
