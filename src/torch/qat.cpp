@@ -32,10 +32,9 @@ int quant_max(int bits) {
   return (1 << (bits - 1)) - 1;
 }
 
-// trunc(v) plus sign(v) where the fraction is at least one half: std::round, exactly.
+// trunc(v ± 0.5) in the tensor's arithmetic, as the integer engine rounds (docs/quantization.md Q3).
 torch::Tensor round_half_away(const torch::Tensor& v) {
-  torch::Tensor t = torch::trunc(v);
-  return torch::where(torch::abs(v - t) >= 0.5, t + torch::sign(v), t);
+  return torch::trunc(v + torch::copysign(torch::full({}, 0.5, v.options()), v));
 }
 
 torch::Tensor quant_index(const torch::Tensor& x, const torch::Tensor& scale, int bits) {

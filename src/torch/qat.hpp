@@ -41,7 +41,8 @@ inline constexpr int kTanhHalf = 2048;
 // 2^(bits−1) − 1, the symmetric integer range; throws qnn::Error unless 2 <= bits <= 16.
 int quant_max(int bits);
 
-// std::round element-wise (halves away from zero), exactly; no gradient.
+// Rounding with halves away from zero as the integer engine does it: trunc(v ± 0.5), the sum
+// rounded in the tensor's arithmetic (docs/quantization.md, Q3); no gradient.
 torch::Tensor round_half_away(const torch::Tensor& v);
 
 // The integer grid index clamp(round_half_away(x · (1/scale)), ±quant_max(bits)) (no gradient);
