@@ -62,8 +62,6 @@ struct LoopSpec {
   std::string storage_dtype = "f32";    // provenance.storage_dtype of the written model
   // The model to write at the end (from the module's current state).
   std::function<Model(Se2aModule&)> export_model;
-  // Called after every optimizer step (e.g. to keep learned scales in range); may be empty.
-  std::function<void(Se2aModule&)> after_step;
   double setup_s = 0;                   // setup time before run_training, for the log
 };
 

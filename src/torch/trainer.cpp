@@ -647,7 +647,6 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt, Se2aMo
     optimizer.zero_grad();
     loss.backward();
     optimizer.step();
-    if (spec.after_step) spec.after_step(module);
     loss_sum += loss.item<double>();
     ++loss_n;
     st.step = k + 1;
