@@ -65,6 +65,10 @@ def die(msg):
     sys.exit(2)
 
 
+def secs(w):
+    return "reused" if not math.isfinite(w) else f"{w:6.1f} s"
+
+
 def log(msg):
     print(f"[report] {msg}", flush=True)
 
@@ -133,6 +137,7 @@ class Runner:
         self.mpirun = args.mpirun
         self.out = out
         self.failures = []
+        self.reuse = args.reuse
         self.env = dict(os.environ)
         self.env.update(OMP_NUM_THREADS="1", OMP_WAIT_POLICY="passive", OMPI_ALLOW_RUN_AS_ROOT="1",
                         OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1")
@@ -144,6 +149,10 @@ class Runner:
             cmd += ["-var", k, str(v)]
         if np_ > 1:
             cmd = [self.mpirun, "-np", str(np_), "--oversubscribe", "--bind-to", "none"] + cmd
+        if self.reuse and os.path.exists(logfile):
+            text = open(logfile).read()
+            if "Total wall time" in text and "ERROR" not in text:
+                return text, float("nan")
         t0 = time.time()
         try:
             p = subprocess.run(cmd, cwd=cwd or self.out, env=self.env, capture_output=True, text=True, timeout=timeout)
@@ -288,6 +297,9 @@ def analyse_nve(run_dir, natoms, text):
     res["ke_std"] = 1000.0 * float(np.std(ke))              # meV/atom
     res["own_ratio"] = slope * (t[-1] - t[0]) / float(np.std(ke)) if np.std(ke) > 0 else float("nan")
     res["own_rms"] = 1000.0 * float(np.std(etot))
+    # a trajectory that heats far beyond the thermostat's 300 K has blown up: its drift and RDF
+    # describe the explosion, not the potential's accuracy
+    res["unstable"] = not (np.all(np.isfinite(e)) and float(np.max(e[:, 3])) < 1000.0)
     res["temp_mean"] = float(np.mean(e[:, 3]))
     res["temp_min"] = float(np.min(e[:, 3]))
     res["temp_max"] = float(np.max(e[:, 3]))
@@ -361,6 +373,8 @@ def main():
     ap.add_argument("--bench-steps", help="SIZE=STEPS,... throughput runs (192, 1536, 12288); empty string: none")
     ap.add_argument("--bench-np", help="comma-separated MPI rank counts of the throughput runs")
     ap.add_argument("--peer-steps", type=int, help="steps of the LAMMPS built-in peers (0: skip)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep runs whose runs/<run>/log.lammps finished (same --out): only the missing runs and the analysis are redone")
     ap.add_argument("--note", action="append", default=[], help="a line added to report.md (repeatable)")
     args = ap.parse_args()
     protocol = args.protocol or "long"
@@ -454,7 +468,7 @@ def main():
         r = R.run(f"NVT {size}", inp, os.path.join(d, "log.lammps"), cwd=d)
         if r:
             equil[size] = os.path.join(d, "equil.data")
-            log(f"NVT   {size:5d} atoms fp32 {P['nvt'][size]:6d} steps  {r[1]:6.1f} s")
+            log(f"NVT   {size:5d} atoms fp32 {P['nvt'][size]:6d} steps  {secs(r[1])}")
 
     # 2. NVE per mode ------------------------------------------------------------------
     nve = {}   # (size, mode) -> results
@@ -463,7 +477,7 @@ def main():
         for mode, path in active:
             d = os.path.join(runs_dir, f"nve-{size}-{mode}")
             os.makedirs(d, exist_ok=True)
-            for stale in ("energy.txt", "dev.txt", "rdf.txt"):
+            for stale in () if args.reuse and os.path.exists(os.path.join(d, "log.lammps")) else ("energy.txt", "dev.txt", "rdf.txt"):
                 if os.path.exists(os.path.join(d, stale)):
                     os.remove(os.path.join(d, stale))
             dev = "" if mode == "fp32" else DEV_IN.format(every=P["dev_every"], ref=files["fp32"])
@@ -483,7 +497,7 @@ def main():
                 continue
             nve[(size, mode)] = res
             extra = f"  dE {res['dE_mean']:+.3f} meV/atom  F-RMSE {res['fRMSE_mean']:.1f} meV/A" if "dE_mean" in res else ""
-            log(f"NVE   {size:5d} atoms {mode:11s} {steps:6d} steps  {r[1]:6.1f} s  T {res['temp_mean']:.0f} K  "
+            log(f"NVE   {size:5d} atoms {mode:11s} {steps:6d} steps  {secs(r[1])}  T {res['temp_mean']:.0f} K  "
                 f"drift {res['fix_slope']:+.4f} (fit {res['own_slope']:+.4f}) meV/atom/ps{extra}")
 
     # 3. throughput ----------------------------------------------------------------------
@@ -517,7 +531,7 @@ def main():
                     b["ratio_fp32"] = b["atom_steps_s"] / got["fp32"]["atom_steps_s"] if "fp32" in got else float("nan")
                     bench.append(b)
             summary = ", ".join(f"{m} {got[m]['atom_steps_s']:.0f}" for m, _ in active if m in got)
-            log(f"speed {size:5d} atoms {np_} rank(s) {steps} steps  {r[1]:6.1f} s  atom-steps/s: {summary}")
+            log(f"speed {size:5d} atoms {np_} rank(s) {steps} steps  {secs(r[1])}  atom-steps/s: {summary}")
 
     # 4. LAMMPS built-in peers ---------------------------------------------------------
     peers = []
@@ -558,10 +572,10 @@ def main():
         rows.append([size, mode, P["nve"][size], f"{r['ps']:.3f}", f"{r['temp_mean']:.1f}", f"{r['temp_min']:.1f}",
                      f"{r['temp_max']:.1f}", f"{r['fix_slope']:.5f}", f"{r['own_slope']:.5f}", f"{r['own_slope_se']:.5f}",
                      f"{r['fix_ratio']:.4f}", f"{r['own_ratio']:.4f}", f"{r['fix_rms']:.5f}", f"{r['own_rms']:.5f}",
-                     f"{r['ke_std']:.4f}"])
+                     f"{r['ke_std']:.4f}", "no" if r["unstable"] else "yes"])
     nve_header = ["atoms", "mode", "steps", "ps", "T_mean_K", "T_min_K", "T_max_K", "drift_fix_meV_atom_ps",
                   "drift_fit_meV_atom_ps", "drift_fit_stderr", "drift_over_kestd_fix", "drift_over_kestd_fit",
-                  "etot_rms_fix_meV_atom", "etot_rms_fit_meV_atom", "ke_std_meV_atom"]
+                  "etot_rms_fix_meV_atom", "etot_rms_fit_meV_atom", "ke_std_meV_atom", "stable"]
     write_csv(os.path.join(out, "nve.csv"), nve_header, rows)
 
     fid_rows, rdf_rows = [], []
@@ -610,10 +624,17 @@ def main():
                 if (size, mode) in nve:
                     r = nve[(size, mode)]
                     ax.plot(r["t"], 1000.0 * (r["etot"] - r["etot"][0]), color=colors[mode], lw=0.8,
-                            label=f"{mode} ({r['fix_slope']:+.3f} meV/atom/ps)")
+                            label=f"{mode} ({r['fix_slope']:+.3f} meV/atom/ps)" + (" UNSTABLE" if r["unstable"] else ""))
             ax.set_xlabel("time (ps)")
             ax.set_ylabel("E_total(t) - E_total(0) (meV/atom)")
             ax.set_title(f"NVE water, {size} atoms, 0.5 fs")
+            stable = [1000.0 * (nve[(size, m)]["etot"] - nve[(size, m)]["etot"][0]) for m in MODES
+                      if (size, m) in nve and not nve[(size, m)]["unstable"]]
+            if stable and len(stable) < sum((size, m) in nve for m in MODES):
+                lo, hi = min(float(np.min(y)) for y in stable), max(float(np.max(y)) for y in stable)
+                pad = 0.1 * (hi - lo) + 1e-3
+                ax.set_ylim(lo - pad, hi + pad)
+                ax.text(0.02, 0.02, "unstable runs (T > 1000 K) off scale", transform=ax.transAxes, fontsize=8)
             ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(os.path.join(out, "energy.png"), dpi=110)
@@ -626,7 +647,8 @@ def main():
                     if (size, mode) in nve:
                         r = nve[(size, mode)]["rdf"]
                         ax.plot(r[:, 0], r[:, j + 1], color=colors[mode], lw=1.2 if mode == "fp32" else 0.9,
-                                ls="-" if mode == "fp32" else "--", label=mode)
+                                ls="-" if mode == "fp32" else "--",
+                                label=mode + (" (unstable run)" if nve[(size, mode)]["unstable"] else ""))
                 ax.set_xlabel("r (A)")
                 ax.set_ylabel(f"g_{pair}(r)")
                 ax.set_title(f"{pair}, {size} atoms")
@@ -666,25 +688,29 @@ def main():
     def verdict(ok):
         return "**met**" if ok else "**not met**"
 
+    def blew(r):
+        return f"; trajectory unstable: T reached {r['temp_max']:.3g} K" if r["unstable"] else ""
+
     fpr, wor, i8r = drift_of("fp32"), drift_of("weight-only"), drift_of("int8")
     if wor and fpr:
         noise = 2.0 * math.hypot(wor["own_slope_se"], fpr["own_slope_se"])
         ok1 = abs(wor["fix_slope"]) <= 0.05
         ok2 = abs(wor["fix_slope"]) <= abs(fpr["fix_slope"]) + noise
-        targets.append(["weight-only drift <= 0.05 meV/atom/ps", f"{wor['fix_slope']:+.4f} ({tsize} atoms, {wor['ps']:.2f} ps)", verdict(ok1)])
+        targets.append(["weight-only drift <= 0.05 meV/atom/ps", f"{wor['fix_slope']:+.4f} ({tsize} atoms, {wor['ps']:.2f} ps{blew(wor)})", verdict(ok1 and not wor["unstable"])])
         targets.append(["weight-only drift not worse than fp32 beyond noise (2 sigma of the fits)",
                         f"abs {abs(wor['fix_slope']):.4f} vs abs {abs(fpr['fix_slope']):.4f} + {noise:.4f}", verdict(ok2)])
     else:
         targets.append(["weight-only drift <= 0.05 meV/atom/ps, not worse than fp32", "not measured (no weight-only run)", "not measured"])
     if i8r:
-        targets.append(["int8 drift <= 0.5 meV/atom/ps", f"{i8r['fix_slope']:+.4f} ({tsize} atoms, {i8r['ps']:.2f} ps)", verdict(abs(i8r["fix_slope"]) <= 0.5)])
+        targets.append(["int8 drift <= 0.5 meV/atom/ps", f"{i8r['fix_slope']:+.4f} ({tsize} atoms, {i8r['ps']:.2f} ps{blew(i8r)})", verdict(abs(i8r["fix_slope"]) <= 0.5 and not i8r["unstable"])])
     else:
         targets.append(["int8 drift <= 0.5 meV/atom/ps", "not measured (no int8 run)", "not measured"])
     for mode in ("int8", "weight-only", "mixed"):
         st = rdf_stats.get((tsize, mode))
         if st and "oo_peak_diff_pct" in st:
-            targets.append([f"{mode}: O-O RDF first peak within 2% of FP32", f"{st['oo_peak_diff_pct']:+.2f}% ({tsize} atoms)",
-                            verdict(abs(st["oo_peak_diff_pct"]) <= 2.0)])
+            rm = nve[(tsize, mode)]
+            targets.append([f"{mode}: O-O RDF first peak within 2% of FP32", f"{st['oo_peak_diff_pct']:+.2f}% ({tsize} atoms{blew(rm)})",
+                            verdict(abs(st["oo_peak_diff_pct"]) <= 2.0 and not rm["unstable"])])
     one = [b for b in bench if b["np"] == 1 and b["mode"] == "int8"]
     if one:
         for b in one:
@@ -703,7 +729,7 @@ def main():
             lmp_version = m.group(1)
         break
     md = [f"# qnn report: energy conservation, fidelity to FP32, throughput ({protocol} protocol)\n"]
-    md.append(f"- date: {started.strftime('%Y-%m-%d %H:%M %Z')}; wall time of the whole report {elapsed / 60:.1f} min")
+    md.append(f"- date: {started.strftime('%Y-%m-%d %H:%M %Z')}; wall time of the whole report {elapsed / 60:.1f} min" + (" (--reuse: finished runs were not redone)" if args.reuse else ""))
     md.append(f"- machine: {platform.node()}, CPU **{model}**, {os.cpu_count()} logical CPUs"
               f"{', ISA ' + ' '.join(isa) if isa else ''}; {platform.system()} {platform.release()}")
     md.append(f"- load average (1 min) at start {load_start[0]:.2f}, at end {load_end[0]:.2f}: the machine is shared, "
@@ -746,7 +772,7 @@ def main():
               "total energy per atom.\n")
     md.append(md_table(["atoms", "mode", "ps", "T mean (min-max) K", "drift (fix) meV/atom/ps", "drift (fit) meV/atom/ps",
                         "drift/std(KE) fix / fit", "E rms meV/atom fix / fit", "std KE meV/atom"],
-                       [[r[0], r[1], r[3], f"{r[4]} ({r[5]}-{r[6]})", r[7], f"{r[8]} ± {r[9]}", f"{r[10]} / {r[11]}",
+                       [[r[0], r[1] + (" **UNSTABLE**" if r[15] == "no" else ""), r[3], f"{r[4]} ({r[5]}-{r[6]})", r[7], f"{r[8]} ± {r[9]}", f"{r[10]} / {r[11]}",
                          f"{r[12]} / {r[13]}", r[14]] for r in rows]))
     md.append("## Fidelity to FP32 along each mode's own trajectory\n")
     md.append("dE = (E_mode - E_fp32)/N per evaluation (signed mean, max |.|); F RMSE = per-component RMS of F_mode - F_fp32 "
