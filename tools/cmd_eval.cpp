@@ -31,6 +31,7 @@ struct EvalArgs {
   std::string model;
   std::vector<std::string> data;
   std::string json_out;
+  std::string reference;  // optional: a model whose predictions the errors are also measured against
   std::string precision;  // fp32 mode only: double (default) or float
   std::string mode = "auto";
   int threads = -1;
@@ -107,6 +108,17 @@ void run_eval(const EvalArgs& a) {
     engine_desc = evaluator->describe();
   }
   const int S = model.nspecies();
+  // --reference: that model's predictions (float engine, double precision) on every frame.
+  std::unique_ptr<Model> ref_model;
+  std::unique_ptr<Engine<double>> ref_engine;
+  if (!a.reference.empty()) {
+    ref_model = std::make_unique<Model>(read_model(a.reference));
+    if (ref_model->species != model.species || ref_model->rcut != model.rcut)
+      throw Error("--reference " + a.reference + " has other species or another cutoff than " + a.model);
+    ref_engine = std::make_unique<Engine<double>>(*ref_model);
+  }
+  ErrorSums vs_ref;
+  EvalResult ref_res;
 
   ErrorSums total;
   std::vector<ErrorSums> by_species(static_cast<std::size_t>(S));
@@ -137,6 +149,12 @@ void run_eval(const EvalArgs& a) {
         }
       }
       frames.push_back({sys.frame_label(f), 1000 * de, frame_sums.f_rmse()});
+      if (ref_engine) {
+        ref_engine->compute(g, ref_res, eopt);
+        const std::vector<double> fr = fold_ghost_forces(g, ref_res.force);
+        vs_ref.add_frame((res.energy - ref_res.energy) / sys.natoms);
+        for (std::size_t k = 0; k < fr.size(); ++k) vs_ref.add_force(force[k] - fr[k]);
+      }
     }
   }
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -156,6 +174,9 @@ void run_eval(const EvalArgs& a) {
   }
   std::printf("%-*s %8lld %12.3f %12.3f %12.2f %12.2f\n\n", w, "all", total.nframes, total.e_rmse(), total.e_mae(),
               total.f_rmse(), total.f_mae());
+  if (ref_engine)
+    std::printf("vs reference %s (float engine, double precision): E RMSE %.4f meV/atom, F RMSE %.4f meV/A, F MAE %.4f meV/A\n\n",
+                a.reference.c_str(), vs_ref.e_rmse(), vs_ref.f_rmse(), vs_ref.f_mae());
   std::printf("%-10s %12s %12s\n", "species", "F RMSE", "F MAE");
   for (int s = 0; s < S; ++s) {
     const ErrorSums& e = by_species[static_cast<std::size_t>(s)];
@@ -186,6 +207,11 @@ void run_eval(const EvalArgs& a) {
     j["wall_s"] = wall;
     j["energy"] = {{"rmse_meV_atom", num(total.e_rmse())}, {"mae_meV_atom", num(total.e_mae())}};
     j["force"] = {{"rmse_meV_A", num(total.f_rmse())}, {"mae_meV_A", num(total.f_mae())}};
+    if (ref_engine)
+      j["vs_reference"] = {{"model", a.reference},
+                           {"energy_rmse_meV_atom", num(vs_ref.e_rmse())},
+                           {"force_rmse_meV_A", num(vs_ref.f_rmse())},
+                           {"force_mae_meV_A", num(vs_ref.f_mae())}};
     j["force_by_species"] = nlohmann::json::object();
     for (int s = 0; s < S; ++s) {
       const ErrorSums& e = by_species[static_cast<std::size_t>(s)];
@@ -235,6 +261,9 @@ void register_eval(CLI::App& app) {
   sub->add_option("--precision", args->precision, "mode fp32 only: engine arithmetic double (default) or float")
       ->check(CLI::IsMember({"double", "float"}));
   sub->add_option("--threads", args->threads, "OpenMP threads (default: Kokkos' default)");
+  sub->add_option("--reference", args->reference,
+                  "also report the deviation from this model (e.g. the FP32 original of a quantized file)")
+      ->check(CLI::ExistingFile);
   sub->add_option("--worst", args->worst, "number of worst frames to list (default 5)")->check(CLI::NonNegativeNumber);
   sub->callback([args] { run_eval(*args); });
 }

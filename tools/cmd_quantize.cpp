@@ -28,7 +28,7 @@ struct QuantizeArgs {
   std::string model, out, plan, pareto_out;
   std::vector<std::string> data, val_data;
   int frames = 32, val_frames = 16, search_frames = 8;
-  std::string observer = "minmax", weight_observer = "minmax";
+  std::string observer = "mse", weight_observer = "mse";
   double percentile = 99.99;
   int bits = 8, weight_bits = -1, act_bits = -1;
   bool per_tensor = false;
@@ -196,11 +196,11 @@ void register_quantize(CLI::App& app) {
       ->required()
       ->check(CLI::ExistingDirectory);
   sub->add_option("--frames", a->frames, "calibration frames, evenly spaced over the data (default 32)");
-  sub->add_option("--observer", a->observer, "activation range observer: minmax (default), percentile, mse")
+  sub->add_option("--observer", a->observer, "activation range observer: minmax, percentile, mse (default)")
       ->check(CLI::IsMember({"minmax", "percentile", "mse"}));
   sub->add_option("--percentile", a->percentile, "percentile of |x| for --observer percentile (default 99.99)")
       ->check(CLI::Range(1e-9, 100.0));
-  sub->add_option("--weight-observer", a->weight_observer, "weight range observer: minmax (default) or mse")
+  sub->add_option("--weight-observer", a->weight_observer, "weight range observer: minmax or mse (default)")
       ->check(CLI::IsMember({"minmax", "mse"}));
   auto* ob = sub->add_option("--bits", a->bits, "weight and activation bits of every layer (default 8)")
                  ->check(CLI::Range(2, 16));

@@ -31,7 +31,7 @@ struct SweepArgs {
   std::vector<std::string> data, calib_data;
   int frames = 16, calib_frames = 32;
   std::vector<int> bits;
-  std::string observer = "minmax", weight_observer = "minmax";
+  std::string observer = "mse", weight_observer = "mse";
   double percentile = 99.99;
   bool per_tensor = false, no_plot = false;
   int threads = -1;
@@ -159,11 +159,11 @@ void register_sweep(CLI::App& app) {
       ->check(CLI::ExistingDirectory);
   sub->add_option("--calib-frames", a->calib_frames, "calibration frames (default 32)")->check(CLI::PositiveNumber);
   sub->add_option("--bits", a->bits, "bit widths to sweep (default 2..16)")->check(CLI::Range(2, 16));
-  sub->add_option("--observer", a->observer, "activation range observer: minmax (default), percentile, mse")
+  sub->add_option("--observer", a->observer, "activation range observer: minmax, percentile, mse (default)")
       ->check(CLI::IsMember({"minmax", "percentile", "mse"}));
   sub->add_option("--percentile", a->percentile, "percentile for --observer percentile (default 99.99)")
       ->check(CLI::Range(1e-9, 100.0));
-  sub->add_option("--weight-observer", a->weight_observer, "weight range observer: minmax (default) or mse")
+  sub->add_option("--weight-observer", a->weight_observer, "weight range observer: minmax or mse (default)")
       ->check(CLI::IsMember({"minmax", "mse"}));
   sub->add_flag("--per-tensor", a->per_tensor, "one weight scale per layer (default: per output channel)");
   sub->add_option("-o,--output-dir", a->out_dir, "directory for sweep.csv and sweep.png (default .)");

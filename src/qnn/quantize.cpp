@@ -708,6 +708,25 @@ std::string pareto_markdown(const Model& m, const SearchResult& r) {
                   t.pareto ? "yes" : "", plan_summary(m, t.plan).c_str());
     o << buf;
   }
+  // Per-layer sensitivities: force RMSE vs FP32 with only that layer quantized.
+  o << "\nPer-layer sensitivity: force RMSE vs FP32 (meV/Å) when only that layer is quantized "
+       "(weights and activations at the bits shown), measured; layer MACs per frame.\n\n| layer | MACs/frame |";
+  for (int b : r.levels)
+    if (b) o << " " << b << "-bit |";
+  o << "\n|---|---|";
+  for (int b : r.levels)
+    if (b) o << "---|";
+  o << "\n";
+  for (std::size_t i = 0; i < r.layers.size(); ++i) {
+    std::snprintf(buf, sizeof buf, "| %s | %.3g |", r.layers[i].name.c_str(), i < r.macs.size() ? r.macs[i] : 0.0);
+    o << buf;
+    for (std::size_t v = 0; v < r.levels.size(); ++v) {
+      if (!r.levels[v]) continue;
+      std::snprintf(buf, sizeof buf, " %.3f |", r.sensitivity[i][v].f_ref);
+      o << buf;
+    }
+    o << "\n";
+  }
   return o.str();
 }
 
