@@ -66,6 +66,11 @@ void run_quantize(const QuantizeArgs& a) {
   if (!a.search && (a.max_force_dev > 0 || a.max_size_ratio > 0 || !a.pareto_out.empty()))
     throw Error("--max-force-dev, --max-size-ratio and --pareto apply to --search only");
   if (a.search && !a.plan.empty()) throw Error("--plan and --search exclude each other");
+  {
+    std::error_code ec0;
+    if (!a.out.empty() && std::filesystem::equivalent(a.out, a.model, ec0))
+      throw Error("-o " + a.out + " is the input model; choose another output file");
+  }
 
   LayerBits defaults{a.bits, a.bits};
   if (a.weight_bits >= 0) defaults.weight_bits = a.weight_bits;
