@@ -25,7 +25,7 @@ namespace qnn::cli {
 namespace {
 
 struct QuantizeArgs {
-  std::string model, out, plan, pareto_out;
+  std::string model, out, plan, pareto_out, save_plan;
   std::vector<std::string> data, val_data;
   int frames = 32, val_frames = 16, search_frames = 8;
   std::string observer = "mse", weight_observer = "mse";
@@ -142,6 +142,13 @@ void run_quantize(const QuantizeArgs& a) {
                 plan_summary(fp32, plan).c_str());
   }
 
+  if (!a.save_plan.empty()) {
+    std::ofstream f(a.save_plan);
+    if (!f) throw Error(a.save_plan + ": cannot write the plan file");
+    f << plan_to_json(fp32, plan).dump(2) << "\n";
+    if (!f) throw Error(a.save_plan + ": error writing the plan file");
+    std::printf("wrote the plan to %s (reuse it with --plan)\n", a.save_plan.c_str());
+  }
   Model q = apply_plan(fp32, plan, cal, opt);
   q.provenance["quantization"]["source_model"] = a.model;
   q.provenance["quantization"]["calibration_data"] = a.data;
@@ -216,6 +223,7 @@ void register_quantize(CLI::App& app) {
   sub->add_flag("--per-tensor", a->per_tensor, "one weight scale per layer (default: one per output channel)");
   sub->add_option("--plan", a->plan, "per-layer plan (JSON, docs/quantization.md); unlisted layers get --bits")
       ->check(CLI::ExistingFile);
+  sub->add_option("--save-plan", a->save_plan, "write the plan used (e.g. the searched one) as a --plan JSON file");
   sub->add_option("-o,--output", a->out, "output file (default: the input name with .<mode>.qnn)");
   sub->add_option("--val-data", a->val_data, "validation data: report the written model's errors; needed by --search")
       ->check(CLI::ExistingDirectory);
