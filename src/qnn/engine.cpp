@@ -25,6 +25,7 @@
 #include <Kokkos_Core.hpp>
 
 #include "qnn/error.hpp"
+#include "qnn/network_ops.hpp"
 
 namespace qnn {
 namespace {
@@ -123,30 +124,6 @@ PackedNets<Real> pack_nets(const std::vector<Net>& nets, const std::string& fami
 }
 
 // ============================================================================ device functions
-
-// Switching function s(r) and ds/dr (eq. S), in double.
-KOKKOS_INLINE_FUNCTION void switch_function(double r, double rs, double rc, double& s,
-                                            double& ds) {
-  if (r >= rc) {
-    s = 0.0;
-    ds = 0.0;
-    return;
-  }
-  const double inv = 1.0 / r;
-  if (r < rs) {
-    s = inv;
-    ds = -inv * inv;
-    return;
-  }
-  const double w = rc - rs;
-  const double u = (r - rs) / w;
-  const double u2 = u * u;
-  const double u3 = u2 * u;
-  const double poly = u3 * (-6.0 * u2 + 15.0 * u - 10.0) + 1.0;
-  const double dpoly = (-30.0 * u2 * u2 + 60.0 * u3 - 30.0 * u2) / w;
-  s = inv * poly;
-  ds = -inv * inv * poly + inv * dpoly;
-}
 
 // Forward of one dense layer (eq. G / eq. F): t = act(x·W + b) (out), y = residual(x, t) (out).
 template <class Real>
@@ -309,17 +286,6 @@ bool graph_has_reverse_index(const NeighborGraph& g) {
   return true;
 }
 
-// Count, exclusive scan, fill: for atom a, the edges e with neighbors[e] == a, increasing e.
-void build_private_reverse_index(const NeighborGraph& g, std::vector<int>& off,
-                                 std::vector<int>& edges) {
-  off.assign(static_cast<std::size_t>(g.ntotal) + 1, 0);
-  for (int j : g.neighbors) ++off[j + 1];
-  for (int a = 0; a < g.ntotal; ++a) off[a + 1] += off[a];
-  edges.resize(g.neighbors.size());
-  std::vector<int> cursor(off.begin(), off.end() - 1);
-  for (int e = 0; e < g.nedges(); ++e) edges[cursor[g.neighbors[e]]++] = e;
-}
-
 // ============================================================================ backends
 
 class BackendBase {
@@ -477,7 +443,7 @@ void Backend<Real, Space>::compute(const NeighborGraph& g, EvalResult& out,
     upload(d_rev_offsets_, g.rev_offsets);
     upload(d_rev_edges_, g.rev_edges);
   } else {
-    build_private_reverse_index(g, h_rev_offsets_, h_rev_edges_);
+    build_reverse_index(g, h_rev_offsets_, h_rev_edges_);
     upload(d_rev_offsets_, h_rev_offsets_);
     upload(d_rev_edges_, h_rev_edges_);
   }
@@ -697,11 +663,7 @@ void Backend<Real, Space>::run_chunk(int a0, int a1, int e0, int e1) {
           }
         }
         for (int q = 0; q < 4 * m1; ++q) T[q] *= inv_nc;
-        Real* D = &dD(la, 0);
-        for (int m = 0; m < m1; ++m)
-          for (int n = 0; n < m2; ++n)
-            D[m * m2 + n] = T[4 * m] * T[4 * n] + T[4 * m + 1] * T[4 * n + 1] +
-                            T[4 * m + 2] * T[4 * n + 2] + T[4 * m + 3] * T[4 * n + 3];
+        descriptor_from_T(m1, m2, T, &dD(la, 0));
       });
 
   lap(&PhaseTimes::descriptor);
@@ -745,23 +707,7 @@ void Backend<Real, Space>::run_chunk(int a0, int a1, int e0, int e1) {
   Kokkos::parallel_for(
       "qnn:descriptor_backward", Policy(a0, a1), KOKKOS_LAMBDA(const int i) {
         const int la = i - a0;
-        const Real* T = &dT(la, 0);
-        const Real* gd = &gD(la, 0);
-        Real* gt = &gT(la, 0);
-        for (int m = 0; m < m1; ++m) {
-          Real acc[4] = {0, 0, 0, 0};
-          for (int n = 0; n < m2; ++n) {
-            const Real w = gd[m * m2 + n];
-            for (int k = 0; k < 4; ++k) acc[k] += w * T[4 * n + k];
-          }
-          if (m < m2) {
-            for (int p = 0; p < m1; ++p) {
-              const Real w = gd[p * m2 + m];
-              for (int k = 0; k < 4; ++k) acc[k] += w * T[4 * p + k];
-            }
-          }
-          for (int k = 0; k < 4; ++k) gt[4 * m + k] = acc[k];
-        }
+        descriptor_backward(m1, m2, &dT(la, 0), &gD(la, 0), &gT(la, 0));
       });
 
   lap(&PhaseTimes::descriptor);

@@ -13,18 +13,23 @@ namespace qnn {
 
 // Count, exclusive scan, fill: rev_edges lists, per target atom, the edges pointing at it in
 // increasing edge order, so a gather over it is deterministic.
-void NeighborGraph::build_reverse_index() {
-  if (ntotal < 0) throw Error("neighbour graph: negative atom count");
-  rev_offsets.assign(static_cast<std::size_t>(ntotal) + 1, 0);
-  for (int j : neighbors) {
-    if (j < 0 || j >= ntotal) throw Error("neighbour graph: neighbour index " + std::to_string(j) + " outside [0, " + std::to_string(ntotal) + ")");
-    ++rev_offsets[static_cast<std::size_t>(j) + 1];
+void build_reverse_index(const NeighborGraph& g, std::vector<int>& off, std::vector<int>& edges) {
+  if (g.ntotal < 0) throw Error("neighbour graph: negative atom count");
+  const std::size_t nt = static_cast<std::size_t>(g.ntotal);
+  off.assign(nt + 1, 0);
+  for (int j : g.neighbors) {
+    if (j < 0 || j >= g.ntotal) throw Error("neighbour graph: neighbour index " + std::to_string(j) + " outside [0, " + std::to_string(g.ntotal) + ")");
+    ++off[static_cast<std::size_t>(j) + 1];
   }
-  for (int a = 0; a < ntotal; ++a) rev_offsets[static_cast<std::size_t>(a) + 1] += rev_offsets[static_cast<std::size_t>(a)];
-  rev_edges.resize(neighbors.size());
-  std::vector<int> cursor(rev_offsets.begin(), rev_offsets.end() - 1);
-  for (int e = 0; e < nedges(); ++e) rev_edges[static_cast<std::size_t>(cursor[static_cast<std::size_t>(neighbors[static_cast<std::size_t>(e)])]++)] = e;
+  for (std::size_t a = 0; a < nt; ++a) off[a + 1] += off[a];
+  // Fill with off[a] as the cursor of atom a (it ends at the start of a + 1), then shift back.
+  edges.resize(g.neighbors.size());
+  for (int e = 0; e < g.nedges(); ++e) edges[static_cast<std::size_t>(off[static_cast<std::size_t>(g.neighbors[static_cast<std::size_t>(e)])]++)] = e;
+  for (std::size_t a = nt; a > 0; --a) off[a] = off[a - 1];
+  off[0] = 0;
 }
+
+void NeighborGraph::build_reverse_index() { qnn::build_reverse_index(*this, rev_offsets, rev_edges); }
 
 void NeighborGraph::validate(int nspecies) const {
   auto fail = [](const std::string& m) { throw Error("neighbour graph: " + m); };

@@ -28,6 +28,12 @@ struct NeighborGraph {
   void validate(int nspecies) const;
 };
 
+// The reverse index of `g` (the contract of NeighborGraph::build_reverse_index) written into
+// the given vectors, reusing their capacity (no other allocation). Throws qnn::Error on a
+// neighbour index outside [0, ntotal).
+void build_reverse_index(const NeighborGraph& g, std::vector<int>& rev_offsets,
+                         std::vector<int>& rev_edges);
+
 // A periodic cell: rows are the lattice vectors a, b, c (Å), as in DeePMD's box.npy.
 using Cell = std::array<double, 9>;
 

@@ -353,13 +353,7 @@ void QBackend<Space>::compute(const NeighborGraph& g, EvalResult& out, const Eva
   centre_.resize(static_cast<std::size_t>(ne));
   for (int i = 0; i < nl; ++i)
     for (int e = g.offsets[i]; e < g.offsets[i + 1]; ++e) centre_[e] = i;
-  // reverse index (count, scan, fill: increasing e per atom)
-  rev_off_.assign(static_cast<std::size_t>(nt) + 1, 0);
-  for (int j : g.neighbors) ++rev_off_[j + 1];
-  for (int a = 0; a < nt; ++a) rev_off_[a + 1] += rev_off_[a];
-  rev_.resize(static_cast<std::size_t>(ne));
-  cursor_.assign(rev_off_.begin(), rev_off_.end() - 1);
-  for (int e = 0; e < ne; ++e) rev_[cursor_[g.neighbors[e]]++] = e;
+  build_reverse_index(g, rev_off_, rev_);  // increasing e per atom
 
   // geometry of every edge
   geo_.resize(static_cast<std::size_t>(ne));

@@ -14,6 +14,7 @@
 
 #include "qnn/int_gemm.hpp"
 #include "qnn/model.hpp"
+#include "qnn/network_ops.hpp"
 #include "qnn/qengine.hpp"
 
 namespace qnn::qdetail {
@@ -241,29 +242,6 @@ inline void int_product_t(const QLayer& L, const GQ* gq, std::int64_t* acc) {
 }
 
 // ---------------------------------------------------------------------------- geometry
-// Switching function s(r) and ds/dr (docs/model.md eq. S).
-inline void switch_fn(double r, double rs, double rc, double& s, double& ds) {
-  if (r >= rc) {
-    s = 0.0;
-    ds = 0.0;
-    return;
-  }
-  const double inv = 1.0 / r;
-  if (r < rs) {
-    s = inv;
-    ds = -inv * inv;
-    return;
-  }
-  const double w = rc - rs;
-  const double u = (r - rs) / w;
-  const double u2 = u * u;
-  const double u3 = u2 * u;
-  const double poly = u3 * (-6.0 * u2 + 15.0 * u - 10.0) + 1.0;
-  const double dpoly = (-30.0 * u2 * u2 + 60.0 * u3 - 30.0 * u2) / w;
-  s = inv * poly;
-  ds = -inv * inv * poly + inv * dpoly;
-}
-
 // Per-edge geometry: R̂ (4), ŝ, the fixed-point R̂ when the descriptor is integer.
 struct EdgeGeo {
   double x[3] = {0, 0, 0};
@@ -278,7 +256,7 @@ inline void edge_geometry(const QModel& q, const double* pi, const double* pj, i
                           EdgeGeo& g) {
   for (int d = 0; d < 3; ++d) g.x[d] = pj[d] - pi[d];
   g.r = std::sqrt(g.x[0] * g.x[0] + g.x[1] * g.x[1] + g.x[2] * g.x[2]);
-  switch_fn(g.r, q.rs, q.rc, g.s, g.ds);
+  switch_function(g.r, q.rs, q.rc, g.s, g.ds);
   g.active = g.r < q.rc;
   if (!g.active) return;
   const double isd = q.inv_std_s[pair];
@@ -309,32 +287,6 @@ inline void edge_chain(const QModel& q, const EdgeGeo& g, int pair, double gs, c
   out[2] = radial * ez + tangential * gR[3];
   if (grid > 0)
     for (int d = 0; d < 3; ++d) out[d] = on_grid(out[d], grid);
-}
-
-// D = T Tᵀ restricted to n < M2 (eq. D), T (M1, 4).
-inline void descriptor_from_T(int m1, int m2, const double* T, double* D) {
-  for (int m = 0; m < m1; ++m)
-    for (int n = 0; n < m2; ++n)
-      D[m * m2 + n] = T[4 * m] * T[4 * n] + T[4 * m + 1] * T[4 * n + 1] +
-                      T[4 * m + 2] * T[4 * n + 2] + T[4 * m + 3] * T[4 * n + 3];
-}
-
-// g_T from g_D (eq. B step 2).
-inline void descriptor_backward(int m1, int m2, const double* T, const double* gd, double* gt) {
-  for (int m = 0; m < m1; ++m) {
-    double acc[4] = {0, 0, 0, 0};
-    for (int n = 0; n < m2; ++n) {
-      const double w = gd[m * m2 + n];
-      for (int k = 0; k < 4; ++k) acc[k] += w * T[4 * n + k];
-    }
-    if (m < m2) {
-      for (int p = 0; p < m1; ++p) {
-        const double w = gd[p * m2 + m];
-        for (int k = 0; k < 4; ++k) acc[k] += w * T[4 * p + k];
-      }
-    }
-    for (int k = 0; k < 4; ++k) gt[4 * m + k] = acc[k];
-  }
 }
 
 // Virial term -x_a g_b in Voigt order (xx yy zz xy xz yz), each rounded to `grid` when > 0.

@@ -184,14 +184,8 @@ void qengine_reference(const Model& model, bool integer_all, const NeighborGraph
     out.atom_virial.assign(static_cast<std::size_t>(6) * nt, 0.0);
   else
     out.atom_virial.clear();
-  std::vector<int> rev_off(static_cast<std::size_t>(nt) + 1, 0), rev;
-  for (int j : g.neighbors) ++rev_off[j + 1];
-  for (int a = 0; a < nt; ++a) rev_off[a + 1] += rev_off[a];
-  rev.resize(static_cast<std::size_t>(ne));
-  {
-    std::vector<int> cur(rev_off.begin(), rev_off.end() - 1);
-    for (int e = 0; e < ne; ++e) rev[cur[g.neighbors[e]]++] = e;
-  }
+  std::vector<int> rev_off, rev;
+  build_reverse_index(g, rev_off, rev);
   for (int a = 0; a < nt; ++a) {
     double f[3] = {0, 0, 0}, vo[6] = {0, 0, 0, 0, 0, 0}, vr[6] = {0, 0, 0, 0, 0, 0}, v[6];
     if (a < nl) {

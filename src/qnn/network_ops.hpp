@@ -1,0 +1,62 @@
+// Device functions of the se_e2_a network shared by the float engine (engine.cpp) and the
+// integer engine and its reference (qengine_ops.hpp): the switching function (eq. S) and the
+// descriptor contraction and its backward pass (eq. D, eq. B step 2), one code for both.
+#pragma once
+#include <Kokkos_Macros.hpp>
+
+namespace qnn {
+
+// Switching function s(r) and ds/dr (docs/model.md eq. S), in double.
+KOKKOS_INLINE_FUNCTION void switch_function(double r, double rs, double rc, double& s,
+                                            double& ds) {
+  if (r >= rc) {
+    s = 0.0;
+    ds = 0.0;
+    return;
+  }
+  const double inv = 1.0 / r;
+  if (r < rs) {
+    s = inv;
+    ds = -inv * inv;
+    return;
+  }
+  const double w = rc - rs;
+  const double u = (r - rs) / w;
+  const double u2 = u * u;
+  const double u3 = u2 * u;
+  const double poly = u3 * (-6.0 * u2 + 15.0 * u - 10.0) + 1.0;
+  const double dpoly = (-30.0 * u2 * u2 + 60.0 * u3 - 30.0 * u2) / w;
+  s = inv * poly;
+  ds = -inv * inv * poly + inv * dpoly;
+}
+
+// D = T Tᵀ restricted to n < M2 (eq. D); T is (M1, 4), D is (M1, M2).
+template <class Real>
+KOKKOS_INLINE_FUNCTION void descriptor_from_T(int m1, int m2, const Real* T, Real* D) {
+  for (int m = 0; m < m1; ++m)
+    for (int n = 0; n < m2; ++n)
+      D[m * m2 + n] = T[4 * m] * T[4 * n] + T[4 * m + 1] * T[4 * n + 1] +
+                      T[4 * m + 2] * T[4 * n + 2] + T[4 * m + 3] * T[4 * n + 3];
+}
+
+// g_T = dE/dT from g_D = dE/dD (eq. B step 2).
+template <class Real>
+KOKKOS_INLINE_FUNCTION void descriptor_backward(int m1, int m2, const Real* T, const Real* gd,
+                                                Real* gt) {
+  for (int m = 0; m < m1; ++m) {
+    Real acc[4] = {0, 0, 0, 0};
+    for (int n = 0; n < m2; ++n) {
+      const Real w = gd[m * m2 + n];
+      for (int k = 0; k < 4; ++k) acc[k] += w * T[4 * n + k];
+    }
+    if (m < m2) {
+      for (int p = 0; p < m1; ++p) {
+        const Real w = gd[p * m2 + m];
+        for (int k = 0; k < 4; ++k) acc[k] += w * T[4 * p + k];
+      }
+    }
+    for (int k = 0; k < 4; ++k) gt[4 * m + k] = acc[k];
+  }
+}
+
+}  // namespace qnn
