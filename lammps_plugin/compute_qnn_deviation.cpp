@@ -21,7 +21,7 @@ using namespace LAMMPS_NS;
 
 struct LAMMPS_NS::RefState {
   qnn::Model model;                            // the `ref` file (empty without one)
-  qnn_plugin::ModeChoice mode;
+  qnn::Mode mode = qnn::Mode::FP32;
   std::unique_ptr<qnn::Evaluator> evaluator;   // built in init() without a `ref` file
   qnn::EvalResult result;
 };
@@ -56,16 +56,16 @@ ComputeQNNDeviation::ComputeQNNDeviation(LAMMPS *lmp, int narg, char **arg) :
 
   ref = new RefState;
   try {
-    ref->mode = qnn_plugin::parse_mode(ref_mode_name.empty() ? "fp32" : ref_mode_name);
+    ref->mode = qnn::parse_mode(ref_mode_name.empty() ? "fp32" : ref_mode_name);
   } catch (const qnn::Error &e) {
     error->all(FLERR, "compute qnn/deviation: {}", e.what());
   }
   if (!ref_file.empty()) {
     ref->model = qnn_plugin::read_model_all_ranks(lmp, ref_file, "compute qnn/deviation: ref");
-    const std::string why = qnn_plugin::unsupported_reason(ref->model, ref->mode);
+    const std::string why = qnn::mode_unsupported_reason(ref->model, ref->mode);
     if (!why.empty())
       error->all(FLERR, "compute qnn/deviation: ref {} cannot run in mode {}: {}", ref_file,
-                 ref->mode.name(), why);
+                 qnn::to_string(ref->mode), why);
     // The evaluator is built in init(): Kokkos is initialised by pair_style qnn (with its
     // `threads`), which may come after this command.
   }
@@ -104,14 +104,14 @@ void ComputeQNNDeviation::init()
   if (ref_file.empty()) {
     // The pair style's own file: rebuilt at every init, since pair_style may have been
     // given again (another file) since the last run.
-    const std::string why = qnn_plugin::unsupported_reason(qm, ref->mode);
+    const std::string why = qnn::mode_unsupported_reason(qm, ref->mode);
     if (!why.empty())
       error->all(FLERR, "compute qnn/deviation: the pair style's file {} cannot run in reference mode {}: {}",
-                 pair->model_file(), ref->mode.name(), why);
+                 pair->model_file(), qnn::to_string(ref->mode), why);
     try {
-      ref->evaluator = qnn_plugin::make_evaluator(qm, ref->mode);
+      ref->evaluator = qnn::make_evaluator(qm, ref->mode, qnn::ExecSpace::OpenMP);
     } catch (const qnn::Error &e) {
-      error->all(FLERR, "compute qnn/deviation: {} in mode {}: {}", pair->model_file(), ref->mode.name(),
+      error->all(FLERR, "compute qnn/deviation: {} in mode {}: {}", pair->model_file(), qnn::to_string(ref->mode),
                  e.what());
     }
     if (comm->me == 0)
@@ -120,9 +120,9 @@ void ComputeQNNDeviation::init()
   } else {
     if (!ref->evaluator) {
       try {
-        ref->evaluator = qnn_plugin::make_evaluator(ref->model, ref->mode);
+        ref->evaluator = qnn::make_evaluator(ref->model, ref->mode, qnn::ExecSpace::OpenMP);
       } catch (const qnn::Error &e) {
-        error->all(FLERR, "compute qnn/deviation: ref {} in mode {}: {}", ref_file, ref->mode.name(), e.what());
+        error->all(FLERR, "compute qnn/deviation: ref {} in mode {}: {}", ref_file, qnn::to_string(ref->mode), e.what());
       }
     }
     // The graph is built with the pair's species indices and cutoff.

@@ -68,7 +68,7 @@ void PairQNN::settings(int narg, char **arg)
 {
   if (narg < 1)
     error->all(FLERR, "Illegal pair_style qnn command: expected 'pair_style qnn <model.qnn> "
-                      "[mode fp32|weight-only|int8|mixed] [threads N]'");
+                      "[mode fp32|weight-only|int8|mixed|fp64] [threads N]'");
   model_path = arg[0];
   std::string mode_arg;
   int iarg = 1;
@@ -87,10 +87,10 @@ void PairQNN::settings(int narg, char **arg)
       error->all(FLERR, "pair_style qnn: unknown keyword '{}' (known: mode, threads)", arg[iarg]);
     }
   }
-  qnn_plugin::ModeChoice mode;
+  qnn::Mode mode = qnn::Mode::FP32;
   if (!mode_arg.empty()) {
     try {
-      mode = qnn_plugin::parse_mode(mode_arg);
+      mode = qnn::parse_mode(mode_arg);
     } catch (const qnn::Error &e) {
       error->all(FLERR, "pair_style qnn: {}", e.what());
     }
@@ -101,29 +101,29 @@ void PairQNN::settings(int narg, char **arg)
   qnn::Model model = qnn_plugin::read_model_all_ranks(lmp, model_path, "pair_style qnn");
   if (mode_arg.empty()) {
     try {
-      mode = qnn_plugin::default_mode(model);
+      mode = qnn::default_mode(model);
     } catch (const qnn::Error &e) {
       error->all(FLERR, "pair_style qnn: {}: default mode: {}; choose one with 'mode ...'", model_path,
                  e.what());
     }
   }
-  const std::string why = qnn_plugin::unsupported_reason(model, mode);
+  const std::string why = qnn::mode_unsupported_reason(model, mode);
   if (!why.empty())
-    error->all(FLERR, "pair_style qnn: {} cannot run in mode {}: {}", model_path, mode.name(), why);
+    error->all(FLERR, "pair_style qnn: {} cannot run in mode {}: {}", model_path, qnn::to_string(mode), why);
 
   impl = new QNNImpl;
   impl->model = std::move(model);
-  impl->mode_name = mode.name();
+  impl->mode_name = qnn::to_string(mode);
   try {
     qnn::ensure_kokkos_initialized(nthreads);
-    impl->evaluator = qnn_plugin::make_evaluator(impl->model, mode);
+    impl->evaluator = qnn::make_evaluator(impl->model, mode, qnn::ExecSpace::OpenMP);
   } catch (const qnn::Error &e) {
-    error->all(FLERR, "pair_style qnn: {} in mode {}: {}", model_path, mode.name(), e.what());
+    error->all(FLERR, "pair_style qnn: {} in mode {}: {}", model_path, qnn::to_string(mode), e.what());
   }
   cutoff = impl->model.rcut;
   if (comm->me == 0)
     utils::logmesg(lmp, "pair_style qnn: loaded {}\n{}pair_style qnn: mode {}{}: {}\n", model_path,
-                   qnn::describe(impl->model), mode.name(), mode_arg.empty() ? " (the file's default)" : "",
+                   qnn::describe(impl->model), qnn::to_string(mode), mode_arg.empty() ? " (the file's default)" : "",
                    impl->evaluator->describe());
 }
 

@@ -13,69 +13,6 @@
 
 using namespace LAMMPS_NS;
 
-namespace {
-
-// The FP32 model evaluated in double precision: the plugin's "fp64" mode.
-class DoubleEvaluator final : public qnn::Evaluator {
- public:
-  explicit DoubleEvaluator(const qnn::Model &m) : engine_(m, qnn::ExecSpace::OpenMP) {}
-  void compute(const qnn::NeighborGraph &g, qnn::EvalResult &out, const qnn::EvalOptions &opt) override
-  {
-    engine_.compute(g, out, opt);
-  }
-  qnn::Mode mode() const override { return qnn::Mode::FP32; }
-  const qnn::Model &model() const override { return engine_.model(); }
-  std::string describe() const override
-  {
-    return "fp64: float engine in double precision (the file's weights as stored, double "
-           "activations)";
-  }
-
- private:
-  qnn::Engine<double> engine_;
-};
-
-}    // namespace
-
-std::string qnn_plugin::ModeChoice::name() const
-{
-  return fp64 ? "fp64" : qnn::to_string(mode);
-}
-
-qnn_plugin::ModeChoice qnn_plugin::parse_mode(const std::string &name)
-{
-  ModeChoice c;
-  if (name == "fp64") {
-    c.fp64 = true;
-    return c;
-  }
-  if (name != "fp32" && name != "weight-only" && name != "int8" && name != "mixed")
-    throw qnn::Error("unknown execution mode '" + name +
-                     "'; valid modes: fp32, weight-only, int8, mixed, fp64");
-  c.mode = qnn::parse_mode(name);
-  return c;
-}
-
-qnn_plugin::ModeChoice qnn_plugin::default_mode(const qnn::Model &model)
-{
-  ModeChoice c;
-  c.mode = qnn::default_mode(model);
-  return c;
-}
-
-std::string qnn_plugin::unsupported_reason(const qnn::Model &model, const ModeChoice &mode)
-{
-  if (mode.fp64) return "";
-  return qnn::mode_unsupported_reason(model, mode.mode);
-}
-
-std::unique_ptr<qnn::Evaluator> qnn_plugin::make_evaluator(const qnn::Model &model,
-                                                           const ModeChoice &mode)
-{
-  if (mode.fp64) return std::make_unique<DoubleEvaluator>(model);
-  return qnn::make_evaluator(model, mode.mode, qnn::ExecSpace::OpenMP);
-}
-
 qnn::Model qnn_plugin::read_model_all_ranks(LAMMPS *lmp, const std::string &path,
                                             const std::string &who)
 {

@@ -1,7 +1,6 @@
 /* -*- c++ -*- ----------------------------------------------------------
    Shared glue of the qnn LAMMPS plugin: the pair style's per-step state (visible to
-   compute qnn/deviation), execution-mode names, evaluator construction and the
-   read-on-rank-0-and-broadcast model reader. Includes the qnn core headers, so only the
+   compute qnn/deviation) and the read-on-rank-0-and-broadcast model reader. Includes the qnn core headers, so only the
    plugin's .cpp files include it (pair_qnn.h stays free of them). See docs/lammps.md.
 ------------------------------------------------------------------------- */
 #ifndef LMP_QNN_COMMON_H
@@ -36,23 +35,8 @@ struct QNNImpl {
 
 namespace qnn_plugin {
 
-  // An execution mode as the plugin accepts it: the core's modes (fp32, weight-only, int8,
-  // mixed) plus "fp64", the file's float network evaluated in double precision
-  // (qnn::Engine<double>) for references and tests.
-  struct ModeChoice {
-    qnn::Mode mode = qnn::Mode::FP32;
-    bool fp64 = false;
-    std::string name() const;
-  };
-
-  // Throws qnn::Error listing the valid names.
-  ModeChoice parse_mode(const std::string &name);
-  // The mode the file was made for (qnn::default_mode).
-  ModeChoice default_mode(const qnn::Model &model);
-  // Empty when `model` can run in `mode`, else why not and what to do.
-  std::string unsupported_reason(const qnn::Model &model, const ModeChoice &mode);
-  // Throws qnn::Error (e.g. with unsupported_reason) when the evaluator cannot be built.
-  std::unique_ptr<qnn::Evaluator> make_evaluator(const qnn::Model &model, const ModeChoice &mode);
+  // Execution modes are the core's (qnn::parse_mode, qnn::make_evaluator): fp32,
+  // weight-only, int8, mixed, and fp64 (the float network in double, for references/tests).
 
   // Rank 0 reads `path` and broadcasts its bytes; every rank parses the same bytes, so a bad
   // file gives the same error (error->all, prefixed by `who`) everywhere.

@@ -80,33 +80,14 @@ void run_eval(const EvalArgs& a) {
   if (!a.precision.empty() && mode != Mode::FP32)
     throw Error("--precision applies to mode fp32 only (this run is mode " + std::string(to_string(mode)) + ")");
   std::vector<System> systems = read_systems(a.data, model.species);
-  // Mode fp32: the float engine in double (default) or single precision; every other mode
-  // through make_evaluator, which refuses a file that cannot run it (with the reason).
-  std::unique_ptr<Engine<double>> engine_d;
-  std::unique_ptr<Engine<float>> engine_f;
-  std::unique_ptr<Evaluator> evaluator;
-  ComputeFn compute;
-  std::string engine_desc;
-  if (mode == Mode::FP32) {
-    bool quantized = false;
-    for (const auto* fam : {&model.embed, &model.fit})
-      for (const Net& n : *fam)
-        for (const DenseLayer& L : n.layers) quantized = quantized || L.quant.quantized();
-    const std::string note = quantized ? ", weights dequantized from the file's integers" : "";
-    if (a.precision == "float") {
-      engine_f = std::make_unique<Engine<float>>(model);
-      compute = [&](const NeighborGraph& g, EvalResult& r, const EvalOptions& o) { engine_f->compute(g, r, o); };
-      engine_desc = "fp32: float engine (single precision" + note + ")";
-    } else {
-      engine_d = std::make_unique<Engine<double>>(model);
-      compute = [&](const NeighborGraph& g, EvalResult& r, const EvalOptions& o) { engine_d->compute(g, r, o); };
-      engine_desc = "fp32: float engine (double precision" + note + ")";
-    }
-  } else {
-    evaluator = make_evaluator(model, mode);
-    compute = [&](const NeighborGraph& g, EvalResult& r, const EvalOptions& o) { evaluator->compute(g, r, o); };
-    engine_desc = evaluator->describe();
-  }
+  // Mode fp32 runs the float engine in double (mode fp64) unless --precision float; every
+  // mode goes through make_evaluator, which refuses a file that cannot run it (with the reason).
+  const Mode run_mode = mode == Mode::FP32 && a.precision != "float" ? Mode::FP64 : mode;
+  std::unique_ptr<Evaluator> evaluator = make_evaluator(model, run_mode);
+  const ComputeFn compute = [&](const NeighborGraph& g, EvalResult& r, const EvalOptions& o) {
+    evaluator->compute(g, r, o);
+  };
+  const std::string engine_desc = evaluator->describe();
   const int S = model.nspecies();
   // --reference: that model's predictions (float engine, double precision) on every frame.
   std::unique_ptr<Model> ref_model;

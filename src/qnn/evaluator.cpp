@@ -15,6 +15,7 @@ const char* to_string(Mode m) {
     case Mode::WeightOnly: return "weight-only";
     case Mode::Int8: return "int8";
     case Mode::Mixed: return "mixed";
+    case Mode::FP64: return "fp64";
   }
   return "?";
 }
@@ -24,7 +25,8 @@ Mode parse_mode(const std::string& s) {
   if (s == "weight-only") return Mode::WeightOnly;
   if (s == "int8") return Mode::Int8;
   if (s == "mixed") return Mode::Mixed;
-  throw Error("unknown execution mode '" + s + "'; valid modes: fp32, weight-only, int8, mixed");
+  if (s == "fp64") return Mode::FP64;
+  throw Error("unknown execution mode '" + s + "'; valid modes: fp32, weight-only, int8, mixed, fp64");
 }
 
 Mode default_mode(const Model& m) { return parse_mode(m.default_mode); }
@@ -44,6 +46,7 @@ bool any_layer(const Model& m, bool (*pred)(const DenseLayer&)) {
 std::string mode_unsupported_reason(const Model& m, Mode mode) {
   switch (mode) {
     case Mode::FP32:
+    case Mode::FP64:
       return "";
     case Mode::WeightOnly:
       if (!any_layer(m, [](const DenseLayer& L) { return L.quant.weight_bits != 0; }))
@@ -77,6 +80,8 @@ std::string mode_unsupported_reason(const Model& m, Mode mode) {
 
 namespace {
 
+// fp32 and weight-only: Engine<float>; fp64: Engine<double>.
+template <class Real>
 class FloatEvaluator final : public Evaluator {
  public:
   FloatEvaluator(const Model& m, Mode mode, ExecSpace space) : engine_(m, space), mode_(mode) {}
@@ -86,15 +91,16 @@ class FloatEvaluator final : public Evaluator {
   Mode mode() const override { return mode_; }
   const Model& model() const override { return engine_.model(); }
   std::string describe() const override {
-    return std::string(to_string(mode_)) +
+    const std::string engine = sizeof(Real) == sizeof(double) ? "float engine (double precision)"
+                                                              : "float engine (single precision)";
+    return std::string(to_string(mode_)) + ": " + engine +
            (mode_ == Mode::WeightOnly
-                ? ": float engine (single precision), weights dequantized from the file's "
-                  "integers (q * scale), float activations"
-                : ": float engine (single precision)");
+                ? ", weights dequantized from the file's integers (q * scale), float activations"
+                : "");
   }
 
  private:
-  Engine<float> engine_;
+  Engine<Real> engine_;
   Mode mode_;
 };
 
@@ -119,8 +125,9 @@ class IntegerEvaluator final : public Evaluator {
 std::unique_ptr<Evaluator> make_evaluator(const Model& m, Mode mode, ExecSpace space) {
   const std::string why = mode_unsupported_reason(m, mode);
   if (!why.empty()) throw Error(why);
+  if (mode == Mode::FP64) return std::make_unique<FloatEvaluator<double>>(m, mode, space);
   if (mode == Mode::FP32 || mode == Mode::WeightOnly)
-    return std::make_unique<FloatEvaluator>(m, mode, space);
+    return std::make_unique<FloatEvaluator<float>>(m, mode, space);
   return std::make_unique<IntegerEvaluator>(m, mode, space);
 }
 

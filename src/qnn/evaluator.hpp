@@ -1,6 +1,6 @@
 // One interface over every execution mode of a model file (docs/quantization.md, "Execution
-// modes"): fp32 and weight-only run the float engine (qnn::Engine<float>); int8 and mixed run
-// the integer engine (qnn::QEngine). The LAMMPS plugin, `qnn eval` and `qnn bench` use this.
+// modes"): fp32 and weight-only run the float engine (qnn::Engine<float>), fp64 the same in
+// double precision (references and tests); int8 and mixed run the integer engine (qnn::QEngine). The LAMMPS plugin, `qnn eval` and `qnn bench` use this.
 #pragma once
 #include <memory>
 #include <string>
@@ -11,8 +11,8 @@
 
 namespace qnn {
 
-enum class Mode { FP32, WeightOnly, Int8, Mixed };
-const char* to_string(Mode m);  // "fp32", "weight-only", "int8", "mixed"
+enum class Mode { FP32, WeightOnly, Int8, Mixed, FP64 };
+const char* to_string(Mode m);  // "fp32", "weight-only", "int8", "mixed", "fp64"
 Mode parse_mode(const std::string& s);  // throws qnn::Error listing the valid names
 // The mode a file was made for (Model::default_mode), or fp32 when it is empty.
 Mode default_mode(const Model& m);
