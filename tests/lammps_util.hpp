@@ -1,8 +1,10 @@
 // Helpers for tests that drive LAMMPS through its C library interface (never by parsing logs).
 #pragma once
+#include <gtest/gtest.h>
 #include <mpi.h>
 
 #include <array>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -66,6 +68,22 @@ inline std::vector<double> gather_forces(void* lmp, int natoms) {
   std::vector<double> f(3 * static_cast<std::size_t>(natoms));
   lammps_gather_atoms(lmp, const_cast<char*>("f"), 1, 3, f.data());
   return f;
+}
+
+// The body of the MPI test mains (after MPI_Init and InitGoogleTest): runs every test on
+// every rank, prints from rank 0 only (every rank with QNN_ALL_RANKS=1, to see a failure that
+// happens on one rank), and returns nonzero when any rank failed.
+inline int run_all_tests_on_all_ranks() {
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (rank != 0 && !std::getenv("QNN_ALL_RANKS")) {
+    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
+    delete listeners.Release(listeners.default_result_printer());
+  }
+  int failed = RUN_ALL_TESTS();
+  int any = 0;
+  MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  return any;
 }
 
 }  // namespace qnn::test

@@ -80,17 +80,7 @@ struct Frame {
   int natoms() const { return static_cast<int>(species.size()); }
 };
 
-bool file_exists(const std::string& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0;
-}
-
-// The DeePMD water data: the project copy when present, else the shared one.
-std::string water_dir() {
-  const std::string project = QNN_WATER_DATA_DIR;
-  if (file_exists(project + "/data_0/type.raw")) return project;
-  return "/work/shared/data/water-deepmd";
-}
+using qnn::test::water_dir;
 
 // Frame `k` of water data_0 (192 atoms, species O=0, H=1).
 Frame water_frame(int k) {

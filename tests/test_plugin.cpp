@@ -354,13 +354,7 @@ int main(int argc, char** argv) {
   MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
   MPI_Comm_size(MPI_COMM_WORLD, &g_size);
   ::testing::InitGoogleTest(&argc, argv);
-  if (g_rank != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  int failed = RUN_ALL_TESTS();
-  int any = 0;
-  MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  const int any = qnn::test::run_all_tests_on_all_ranks();
   if (g_rank == 0) {
     std::remove(shared_model_path().c_str());
     std::remove(("/tmp/qnn_plugin_test_" + std::to_string(static_cast<int>(getpid())) + ".data").c_str());

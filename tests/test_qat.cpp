@@ -39,11 +39,7 @@ struct TempDir : qnn::test::TempDir {
   TempDir() : qnn::test::TempDir("qat") {}
 };
 
-std::string water_dir() {
-  const std::string project = QNN_WATER_DATA_DIR;
-  if (fs::exists(project + "/data_0/type.raw")) return project;
-  return "/work/shared/data/water-deepmd";
-}
+using qnn::test::water_dir;
 
 // Writes frames [first, first + n) of water `system` as a DeePMD system (float64) under `dir`.
 void write_water_subset(const fs::path& dir, const std::string& system, int first, int n) {

@@ -25,12 +25,7 @@ using qnn::Model;
 using qnn::NeighborGraph;
 namespace lt = qnn::libtorch;
 
-// The DeePMD water data: the project copy when present, else the shared one.
-std::string water_dir() {
-  const std::string project = QNN_WATER_DATA_DIR;
-  if (std::filesystem::exists(project + "/data_0/type.raw")) return project;
-  return "/work/shared/data/water-deepmd";
-}
+using qnn::test::water_dir;
 
 const qnn::System& water() {
   static const qnn::System sys = qnn::read_system(water_dir() + "/data_0", {"O", "H"});

@@ -36,11 +36,7 @@ struct TempDir : qnn::test::TempDir {
   TempDir() : qnn::test::TempDir("train") {}
 };
 
-std::string water_dir() {
-  const std::string project = QNN_WATER_DATA_DIR;
-  if (fs::exists(project + "/data_0/type.raw")) return project;
-  return "/work/shared/data/water-deepmd";
-}
+using qnn::test::water_dir;
 
 // Writes frames [first, first + n) of water data_0 as a DeePMD system (float64) under `dir`.
 void write_water_subset(const fs::path& dir, int first, int n) {

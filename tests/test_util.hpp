@@ -61,6 +61,11 @@ inline void write_bytes(const std::string& path, const std::vector<char>& b) {
   f.write(b.data(), static_cast<std::streamsize>(b.size()));
 }
 
+#ifdef QNN_WATER_DATA_DIR
+// The DFT water data shipped with the project (DeePMD systems data_0, data_1, data_2).
+inline std::string water_dir() { return QNN_WATER_DATA_DIR; }
+#endif
+
 // A small two-species (O, H) model with random weights and non-trivial statistics.
 inline Model small_water_model(std::uint64_t seed = 7, double rcut = 4.0) {
   Model m = Model::make_random({"O", "H"}, rcut, 0.5, {12, 24}, {4, 8}, 4, {12, 12}, true, seed);
