@@ -228,40 +228,6 @@ void download(const View& v, std::size_t n0, std::vector<double>& dst) {
   Kokkos::deep_copy(h, Kokkos::subview(v, std::make_pair(std::size_t(0), n0), Kokkos::ALL()));
 }
 
-// Checks the graph against the model before any kernel runs; throws qnn::Error.
-void check_graph(const NeighborGraph& g, const Model& model) {
-  auto fail = [](const std::string& why) { throw Error("neighbour graph: " + why); };
-  if (g.nlocal < 0 || g.ntotal < g.nlocal) fail("needs 0 <= nlocal <= ntotal");
-  const std::size_t nl = static_cast<std::size_t>(g.nlocal);
-  const std::size_t nt = static_cast<std::size_t>(g.ntotal);
-  if (g.positions.size() != 3 * nt) fail("positions must hold 3 * ntotal values");
-  if (g.species.size() != nt) fail("species must hold ntotal values");
-  if (g.nlocal > 0 || !g.offsets.empty()) {
-    if (g.offsets.size() != nl + 1) fail("offsets must hold nlocal + 1 values");
-    if (g.offsets[0] != 0 || g.offsets[nl] != g.nedges())
-      fail("offsets must start at 0 and end at the number of edges");
-    for (std::size_t i = 0; i < nl; ++i)
-      if (g.offsets[i + 1] < g.offsets[i]) fail("offsets must be non-decreasing");
-  } else if (g.nedges() != 0) {
-    fail("edges without centre atoms");
-  }
-  for (int j : g.neighbors)
-    if (j < 0 || j >= g.ntotal)
-      fail("neighbour index " + std::to_string(j) + " outside [0, ntotal)");
-  const int ns = model.nspecies();
-  for (std::size_t a = 0; a < nt; ++a) {
-    const int t = g.species[a];
-    if (t < 0 || t >= ns) {
-      std::ostringstream os;
-      os << "atom " << a << " has species index " << t << ", but the model has " << ns
-         << " species (";
-      for (int s = 0; s < ns; ++s) os << (s ? " " : "") << model.species[s];
-      os << "); map every atom type to one of the model's species";
-      throw Error(os.str());
-    }
-  }
-}
-
 // True when the graph carries a reverse index of the right size; throws if it is stale.
 bool graph_has_reverse_index(const NeighborGraph& g) {
   if (g.rev_offsets.empty() && g.rev_edges.empty()) return false;
@@ -344,6 +310,8 @@ class Backend final : public BackendBase {
   V1<int> d_rev_offsets_;       // (ntotal + 1)
   V1<int> d_rev_edges_;         // (nedges)
   std::vector<int> h_rev_offsets_, h_rev_edges_;  // private reverse index, when needed
+  std::vector<std::pair<int, int>> chunks_;       // atom ranges of the chunks of this call
+  std::vector<double> h_eatom_, h_vcentre_;       // host copies of the per-atom results
 
   // chunk scratch (ce: edges of a chunk, ca: atoms of a chunk)
   V2<Real> d_geo_;              // (ce, kGeoWidth)
@@ -473,7 +441,8 @@ void Backend<Real, Space>::compute(const NeighborGraph& g, EvalResult& out,
                          ? opt.chunk_edges
                          : static_cast<long>(std::max<std::size_t>(1, budget / edge_bytes));
   const long cap_a = static_cast<long>(std::max<std::size_t>(1, budget / atom_bytes));
-  std::vector<std::pair<int, int>> chunks;
+  std::vector<std::pair<int, int>>& chunks = chunks_;
+  chunks.clear();
   int max_ce = 0;
   int max_ca = 0;
   for (int a0 = 0; a0 < nlocal;) {
@@ -502,7 +471,8 @@ void Backend<Real, Space>::compute(const NeighborGraph& g, EvalResult& out,
   lap(&PhaseTimes::gather);
 
   // Results, with totals summed in atom order on the host.
-  std::vector<double> eatom(static_cast<std::size_t>(nlocal));
+  std::vector<double>& eatom = h_eatom_;
+  eatom.resize(static_cast<std::size_t>(nlocal));
   if (nlocal > 0) {
     Kokkos::View<double*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>> h(
         eatom.data(), eatom.size());
@@ -511,11 +481,11 @@ void Backend<Real, Space>::compute(const NeighborGraph& g, EvalResult& out,
   out.energy = 0.0;
   for (double e : eatom) out.energy += e;
   if (opt.atom_energy)
-    out.atom_energy = std::move(eatom);
+    out.atom_energy.assign(eatom.begin(), eatom.end());
   else
     out.atom_energy.clear();
   download(d_force_, ntotal, out.force);
-  std::vector<double> vcentre;
+  std::vector<double>& vcentre = h_vcentre_;
   download(d_vcentre_, nlocal, vcentre);
   out.virial.fill(0.0);
   for (int i = 0; i < nlocal; ++i)
@@ -869,7 +839,7 @@ Engine<Real>::~Engine() = default;
 // Energy, forces and virial of the model on `graph` (docs/model.md eq. E).
 template <class Real>
 void Engine<Real>::compute(const NeighborGraph& graph, EvalResult& out, const EvalOptions& opt) {
-  check_graph(graph, impl_->model);
+  graph.validate(impl_->model.nspecies());
   impl_->backend->compute(graph, out, opt);
 }
 

@@ -34,8 +34,12 @@ void NeighborGraph::build_reverse_index() { qnn::build_reverse_index(*this, rev_
 void NeighborGraph::validate(int nspecies) const {
   auto fail = [](const std::string& m) { throw Error("neighbour graph: " + m); };
   if (nlocal < 0 || ntotal < nlocal) fail("need 0 <= nlocal <= ntotal");
-  if (offsets.size() != static_cast<std::size_t>(nlocal) + 1) fail("offsets must have nlocal + 1 entries");
-  if (offsets[0] != 0 || offsets.back() != nedges()) fail("offsets must start at 0 and end at the edge count");
+  if (nlocal == 0 && offsets.empty()) {
+    if (nedges() != 0) fail("edges without centre atoms");
+  } else {
+    if (offsets.size() != static_cast<std::size_t>(nlocal) + 1) fail("offsets must have nlocal + 1 entries");
+    if (offsets[0] != 0 || offsets.back() != nedges()) fail("offsets must start at 0 and end at the edge count");
+  }
   for (int i = 0; i < nlocal; ++i) {
     if (offsets[static_cast<std::size_t>(i) + 1] < offsets[static_cast<std::size_t>(i)]) fail("offsets must be non-decreasing");
   }
@@ -44,8 +48,9 @@ void NeighborGraph::validate(int nspecies) const {
   }
   if (positions.size() != static_cast<std::size_t>(ntotal) * 3) fail("positions must be (ntotal, 3)");
   if (species.size() != static_cast<std::size_t>(ntotal)) fail("species must have ntotal entries");
-  for (int t : species) {
-    if (t < 0 || t >= nspecies) fail("species index " + std::to_string(t) + " outside the model's " + std::to_string(nspecies) + " species");
+  for (std::size_t a = 0; a < species.size(); ++a) {
+    const int t = species[a];
+    if (t < 0 || t >= nspecies) fail("atom " + std::to_string(a) + " has species index " + std::to_string(t) + ", outside the model's " + std::to_string(nspecies) + " species; map every atom type to one of the model's species");
   }
   for (double x : positions) {
     if (!std::isfinite(x)) fail("positions contain NaN or Inf");
