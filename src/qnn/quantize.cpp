@@ -356,17 +356,7 @@ Prediction predict(Evaluator& ev, const FrameSet& frames) {
 
 Prediction predict_reference(const Model& fp32, const FrameSet& frames) {
   ensure_kokkos_initialized();
-  Engine<double> engine(fp32);
-  Prediction p;
-  EvalOptions opt;
-  opt.atom_energy = false;
-  EvalResult res;
-  for (const NeighborGraph& g : frames.graphs) {
-    engine.compute(g, res, opt);
-    p.energy.push_back(res.energy);
-    p.force.push_back(fold_ghost_forces(g, res.force));
-  }
-  return p;
+  return predict(*make_evaluator(fp32, Mode::FP64), frames);
 }
 
 Prediction predict_default(const Model& m, const FrameSet& frames, std::string* engine) {
