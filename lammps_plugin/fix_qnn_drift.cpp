@@ -68,6 +68,25 @@ void FixQNNDrift::init()
 
 void FixQNNDrift::setup(int)
 {
+  // LAMMPS sets fixes up in the order they were defined. A thermostat or barostat defined
+  // after this fix (fix nvt/npt/...: ecouple_flag) has not run its own setup yet, so its
+  // energy (ecouple) is not valid here: on a first run FixNH's chain masses are still
+  // uninitialised memory, and the sample could be garbage or NaN, on some ranks only. Then
+  // the setup step is not sampled; the first sample is the next multiple of N.
+  const auto &fixes = modify->get_fix_list();
+  bool after_me = false;
+  for (const Fix *f : fixes) {
+    if (f == this) {
+      after_me = true;
+    } else if (after_me && f->ecouple_flag) {
+      if (nextstep == update->ntimestep) {
+        nextstep += nevery;
+        modify->addstep_compute(nextstep);
+        pe->addstep(nextstep);
+      }
+      return;
+    }
+  }
   end_of_step();
 }
 

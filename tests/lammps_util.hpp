@@ -63,6 +63,24 @@ inline void* open_lammps(MPI_Comm comm) {
   return lmp;
 }
 
+// The last LAMMPS error on this rank ("" if none), cleared. An error raised on one rank only
+// (error->one: ERROR_ABORT) leaves the other ranks inside the command's collectives, where
+// no test can reach them: print it with the rank and abort the whole job, so the test fails
+// with the message instead of hanging until the ctest timeout.
+inline std::string lammps_error(void* lmp) {
+  char msg[2048] = {0};
+  const int kind = lammps_get_last_error_message(lmp, msg, sizeof msg);
+  if (kind == 0) return "";
+  if (kind == 2) {
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    std::fprintf(stderr, "[rank %d] LAMMPS error on this rank only (the others are still in the command): %s\n", rank, msg);
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 3);
+  }
+  return msg;
+}
+
 // Forces (natoms, 3) ordered by atom ID, gathered onto every rank.
 inline std::vector<double> gather_forces(void* lmp, int natoms) {
   std::vector<double> f(3 * static_cast<std::size_t>(natoms));

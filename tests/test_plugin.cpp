@@ -76,7 +76,7 @@ TEST(Plugin, WaterFrameMatchesCoreEngine) {
   lammps_command(lmp, "pair_coeff * * O H");
   lammps_command(lmp, "thermo_style custom step pe press");
   lammps_command(lmp, "run 0");
-  ASSERT_FALSE(lammps_has_error(lmp)) << "LAMMPS error";
+  ASSERT_EQ(qnn::test::lammps_error(lmp), "") << "LAMMPS error";
   const double pe = lammps_get_thermo(lmp, "pe");
   const auto f = qnn::test::gather_forces(lmp, frame.natoms());
   lammps_close(lmp);
@@ -122,9 +122,9 @@ Snapshot run0(void* lmp, int natoms) {
   lammps_command(lmp, "thermo_style custom step pe c_qnn_pv[*]");
   lammps_command(lmp, "run 0 post no");
   Snapshot s;
-  char msg[2048] = {0};
-  if (lammps_get_last_error_message(lmp, msg, sizeof msg) != 0) {
-    ADD_FAILURE() << "LAMMPS error: " << msg;
+  const std::string err = qnn::test::lammps_error(lmp);
+  if (!err.empty()) {
+    ADD_FAILURE() << "LAMMPS error: " << err;
     return s;
   }
   s.pe = lammps_get_thermo(lmp, "pe");
@@ -156,12 +156,11 @@ void expect_same(const Snapshot& a, const Snapshot& b, double rel, const std::st
 void expect_lammps_error(const std::string& setup, const std::string& cmd, const std::string& needle) {
   void* lmp = qnn::test::open_lammps(MPI_COMM_WORLD);
   lammps_commands_string(lmp, setup.c_str());
-  ASSERT_FALSE(lammps_has_error(lmp)) << "setup failed: " << setup;
+  ASSERT_EQ(qnn::test::lammps_error(lmp), "") << "setup failed: " << setup;
   lammps_commands_string(lmp, cmd.c_str());
-  char msg[2048] = {0};
-  const int kind = lammps_get_last_error_message(lmp, msg, sizeof msg);
-  EXPECT_NE(kind, 0) << "no error for: " << cmd;
-  EXPECT_NE(std::string(msg).find(needle), std::string::npos) << "message: " << msg;
+  const std::string msg = qnn::test::lammps_error(lmp);
+  EXPECT_NE(msg, "") << "no error for: " << cmd;
+  EXPECT_NE(msg.find(needle), std::string::npos) << "message: " << msg;
   lammps_close(lmp);
 }
 
@@ -253,7 +252,7 @@ TEST(Plugin, PerAtomEnergyAndVirialSumToGlobal) {
                            "variable vol equal vol\n"
                            "thermo_style custom step pe c_esum c_ssum[*] c_pv[*]\n"
                            "run 0 post no");
-    ASSERT_FALSE(lammps_has_error(l));
+    ASSERT_EQ(qnn::test::lammps_error(l), "");
     const double pe = lammps_get_thermo(l, "pe");
     const double esum = *static_cast<double*>(lammps_extract_compute(l, "esum", LMP_STYLE_GLOBAL, LMP_TYPE_SCALAR));
     auto* ssum = static_cast<double*>(lammps_extract_compute(l, "ssum", LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR));

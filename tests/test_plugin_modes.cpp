@@ -98,11 +98,7 @@ void* open_water(const std::string& data, const std::string& pair_args, const st
   return lmp;
 }
 
-std::string last_error(void* lmp) {
-  char msg[2048] = {0};
-  if (lammps_get_last_error_message(lmp, msg, sizeof msg) == 0) return "";
-  return msg;
-}
+std::string last_error(void* lmp) { return qnn::test::lammps_error(lmp); }
 
 // Expects `cmd` (after `setup`) to fail with a message containing every needle.
 void expect_lammps_error(const std::string& setup, const std::string& cmd, const std::vector<std::string>& needles) {
@@ -427,6 +423,10 @@ TEST(PluginDeviation, ClearErrors) {
 // --------------------------------------------------------------------------- fix qnn/drift
 
 // NVE: E = etotal; NVT (Nose-Hoover): E = econserve = etotal + the thermostat's energy.
+// "nvt-defined-after": fix qnn/drift is defined before fix nvt, so at the run's setup the
+// thermostat's energy is not valid yet (LAMMPS sets fixes up in definition order; FixNH's chain
+// masses are uninitialised memory before its first setup): the fix must skip that sample.
+// fix vector (the reference) is always defined after the integrator, for the same reason.
 class PluginDrift : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(PluginDrift, SlopeAndFluctuationsMatchLeastSquaresOfThermoEnergies) {
@@ -435,23 +435,27 @@ TEST_P(PluginDrift, SlopeAndFluctuationsMatchLeastSquaresOfThermoEnergies) {
   const std::string data = shared_data_path(frame);
   void* lmp = open_water(data, M.fp.str());
   const int every = 3, steps = 60;
-  const bool nvt = std::string(GetParam()) == "nvt";
+  const std::string ensemble = GetParam();
+  const bool nvt = ensemble != "nve", drift_first = ensemble == "nvt-defined-after";
+  const std::string drift = "fix drift all qnn/drift every " + std::to_string(every) + "\n";
+  const std::string md = nvt ? "fix md all nvt temp 300 300 0.01\n" : "fix md all nve\n";
   // LAMMPS's own etotal / econserve, ke and time on the sampling steps, via fix vector.
-  lammps_commands_string(lmp, ("fix drift all qnn/drift every " + std::to_string(every) +
-                               "\nvariable et equal " + (nvt ? "econserve" : "etotal") +
+  lammps_commands_string(lmp, ((drift_first ? drift + md : md + drift) + "variable et equal " +
+                               (nvt ? "econserve" : "etotal") +
                                "\nvariable ke equal ke\nvariable t equal time\n"
                                "fix rec all vector " + std::to_string(every) + " v_t v_et v_ke\n"
-                               "velocity all create 300 4928459 loop geom\ntimestep 0.0005\n" +
-                               (nvt ? "fix md all nvt temp 300 300 0.01\n" : "fix md all nve\n") +
+                               "velocity all create 300 4928459 loop geom\ntimestep 0.0005\n"
                                "thermo_style custom step pe ke etotal f_drift[*]\nthermo 10\n"
                                "run " + std::to_string(steps))
                                   .c_str());
   ASSERT_EQ(last_error(lmp), "");
-  const int n = steps / every + 1;
+  // The fix's samples: every row of fix vector, less the setup step when it is skipped.
+  const int first = drift_first ? 1 : 0;
+  const int n = steps / every + 1 - first;
   const double natoms = frame.natoms();
   std::vector<double> t(n), e(n), k(n);
   for (int r = 0; r < n; ++r) {
-    const auto row = fix_array_row(lmp, "rec", r, 3);
+    const auto row = fix_array_row(lmp, "rec", r + first, 3);
     t[r] = row[0];
     e[r] = row[1] / natoms;
     k[r] = row[2] / natoms;
@@ -473,14 +477,18 @@ TEST_P(PluginDrift, SlopeAndFluctuationsMatchLeastSquaresOfThermoEnergies) {
   const double slope = ste / stt;  // eV/atom/ps (metal: time in ps)
   const double ke_std = std::sqrt(skk / n), e_rms = std::sqrt(see / n);
   const double elapsed = t[n - 1] - t[0];
-  ASSERT_NEAR(elapsed, steps * 0.0005, 1e-12);
-  ASSERT_GT(e_rms, 0.0);
+  // Non-fatal checks only until the collective "run 6" below: a rank that returned early
+  // would leave the others waiting in it.
+  EXPECT_NEAR(elapsed, (steps - first * every) * 0.0005, 1e-12);
+  EXPECT_GT(e_rms, 0.0);
 
   EXPECT_NEAR(fix_value(lmp, "drift", 0), 1000.0 * slope, 1e-6 * std::abs(1000.0 * slope) + 1e-9);
   auto* scalar = static_cast<double*>(lammps_extract_fix(lmp, "drift", LMP_STYLE_GLOBAL, LMP_TYPE_SCALAR, 0, 0));
-  ASSERT_NE(scalar, nullptr);
-  EXPECT_NEAR(*scalar, 1000.0 * slope, 1e-6 * std::abs(1000.0 * slope) + 1e-9) << "scalar";
-  lammps_free(scalar);
+  EXPECT_NE(scalar, nullptr);
+  if (scalar) {
+    EXPECT_NEAR(*scalar, 1000.0 * slope, 1e-6 * std::abs(1000.0 * slope) + 1e-9) << "scalar";
+    lammps_free(scalar);
+  }
   EXPECT_NEAR(fix_value(lmp, "drift", 1), slope * elapsed / ke_std, 1e-6 * std::abs(slope * elapsed / ke_std) + 1e-12);
   EXPECT_NEAR(fix_value(lmp, "drift", 2), 1000.0 * e_rms, 1e-6 * 1000.0 * e_rms);
   EXPECT_EQ(fix_value(lmp, "drift", 3), static_cast<double>(n));
@@ -489,7 +497,7 @@ TEST_P(PluginDrift, SlopeAndFluctuationsMatchLeastSquaresOfThermoEnergies) {
 
   // A second run adds samples from its first new step on (its setup step was sampled already).
   lammps_command(lmp, "run 6");
-  ASSERT_EQ(last_error(lmp), "");
+  EXPECT_EQ(last_error(lmp), "");
   EXPECT_EQ(fix_value(lmp, "drift", 3), static_cast<double>(n + 2));
   if (nvt) {
     // The thermostat's energy is in E: without it the fluctuation would be much larger.
@@ -498,7 +506,12 @@ TEST_P(PluginDrift, SlopeAndFluctuationsMatchLeastSquaresOfThermoEnergies) {
   lammps_close(lmp);
 }
 
-INSTANTIATE_TEST_SUITE_P(Ensembles, PluginDrift, ::testing::Values("nve", "nvt"));
+INSTANTIATE_TEST_SUITE_P(Ensembles, PluginDrift, ::testing::Values("nve", "nvt", "nvt-defined-after"),
+                         [](const ::testing::TestParamInfo<const char*>& i) {
+                           std::string s = i.param;
+                           std::replace(s.begin(), s.end(), '-', '_');
+                           return s;
+                         });
 
 TEST(PluginDriftInput, ClearErrors) {
   const Models& M = models();

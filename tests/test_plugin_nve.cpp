@@ -55,10 +55,10 @@ Drift run_nve(const std::string& model, const std::string& extra) {
                                "compute dev all qnn/deviation 50 ref " QNN_SOURCE_DIR "/potentials/water-se2a.fp32.qnn\n"
                                "thermo_style custom step temp pe ke etotal f_drift[*]\nthermo 50\nrun 200")
                                   .c_str());
-  char msg[2048] = {0};
   Drift d;
-  if (lammps_get_last_error_message(lmp, msg, sizeof msg) != 0) {
-    ADD_FAILURE() << "LAMMPS error: " << msg;
+  const std::string err = qnn::test::lammps_error(lmp);
+  if (!err.empty()) {
+    ADD_FAILURE() << "LAMMPS error: " << err;
   } else {
     d.slope = fix_value(lmp, "drift", 0);
     d.ratio = fix_value(lmp, "drift", 1);
