@@ -412,8 +412,12 @@ def main():
     for m in modes:
         if m not in MODES:
             die(f"--modes: unknown mode '{m}' (known: {', '.join(MODES)})")
-    if "fp32" not in modes:
-        die("--modes must include fp32: it is the reference of every comparison")
+    if "fp32" not in modes and not args.reuse:
+        # With --reuse a subset adds runs to an existing report directory (e.g. two processes
+        # running different modes on a 2-core machine); a last --reuse run with every mode
+        # then writes the full report from all of them.
+        die("--modes must include fp32: it is the reference of every comparison "
+            "(without it only with --reuse, to add runs to a report directory)")
 
     build = os.environ.get("QNN_BUILD_DIR", os.path.join(ROOT, "build"))
     plugin = os.path.abspath(args.plugin or os.path.join(build, "qnnplugin.so"))
