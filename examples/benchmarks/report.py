@@ -153,6 +153,11 @@ class Runner:
             text = open(logfile).read()
             if "Total wall time" in text and "ERROR" not in text:
                 return text, float("nan")
+            if "ERROR" in text and "Last input line" in text:   # ended in a LAMMPS error: keep it
+                msg = [l.strip() for l in text.splitlines() if "ERROR" in l]
+                self.failures.append((label, "; ".join(msg[:3]) + " (kept from an earlier run: --reuse)", logfile))
+                log(f"  FAILED {label} (reused): {msg[0]}")
+                return None
         t0 = time.time()
         try:
             p = subprocess.run(cmd, cwd=cwd or self.out, env=self.env, capture_output=True, text=True, timeout=timeout)
@@ -284,9 +289,14 @@ def first_peak(r, g, lo=2.3, hi=3.3):
     return float(r[m][i]), float(g[m][i])
 
 
-def analyse_nve(run_dir, natoms, text):
-    res = {}
+def analyse_nve(run_dir, natoms, text, failed=None):
+    """Results of one NVE run. `failed`: the LAMMPS error of a run that stopped early (e.g.
+    lost atoms after the trajectory blew up); the energies written up to then are analysed,
+    the fix's end-of-run values and the run-averaged RDF do not exist."""
+    res = {"failed": failed}
     e = load_table(os.path.join(run_dir, "energy.txt"))    # step, pe, ke, temp
+    if e.ndim != 2 or len(e) < 3:
+        raise ValueError("fewer than 3 energy samples")
     t = e[:, 0] * DT_PS
     etot = (e[:, 1] + e[:, 2]) / natoms
     ke = e[:, 2] / natoms
@@ -299,16 +309,21 @@ def analyse_nve(run_dir, natoms, text):
     res["own_rms"] = 1000.0 * float(np.std(etot))
     # a trajectory that heats far beyond the thermostat's 300 K has blown up: its drift and RDF
     # describe the explosion, not the potential's accuracy
-    res["unstable"] = not (np.all(np.isfinite(e)) and float(np.max(e[:, 3])) < 1000.0)
+    res["unstable"] = failed is not None or not (np.all(np.isfinite(e)) and float(np.max(e[:, 3])) < 1000.0)
+    # when the trajectory first left the physical range (T > 1000 K), and the drift before that
+    hot = np.nonzero(~(e[:, 3] < 1000.0))[0]
+    res["t_blowup"] = float(t[hot[0]] - t[0]) if len(hot) else float("nan")
+    k = int(hot[0]) if len(hot) else len(t)
+    res["pre_slope"] = 1000.0 * lsq(t[:k], etot[:k])[0] if k >= 3 else float("nan")
     res["temp_mean"] = float(np.mean(e[:, 3]))
     res["temp_min"] = float(np.min(e[:, 3]))
     res["temp_max"] = float(np.max(e[:, 3]))
     res["nsamples"] = len(t)
     res["ps"] = float(t[-1] - t[0])
     m = re.search(r"^QNNREPORT drift (\S+) (\S+) (\S+) (\S+) (\S+) (\S+)", text, re.M)
-    if not m:
+    if not m and failed is None:
         raise ValueError("no QNNREPORT drift line in the log")
-    d = [float(x) for x in m.groups()]
+    d = [float(x) for x in m.groups()] if m else [float("nan")] * 6
     res.update(fix_slope=d[0], fix_ratio=d[1], fix_rms=d[2], fix_n=d[3], fix_ps=d[4], fix_ke_std=d[5])
     dev = os.path.join(run_dir, "dev.txt")
     if os.path.exists(dev):
@@ -321,7 +336,7 @@ def analyse_nve(run_dir, natoms, text):
             res["fRMSE_max"] = 1000.0 * float(np.max(a[:, 2]))
             res["fmaxdev"] = 1000.0 * float(np.max(a[:, 3]))
             res["ndev"] = len(a)
-    res["rdf"] = load_rdf(os.path.join(run_dir, "rdf.txt"))
+    res["rdf"] = load_rdf(os.path.join(run_dir, "rdf.txt")) if failed is None else None
     m = LOOP_RE.search(text)
     res["loop_s"] = float(m.group(1)) if m else float("nan")
     return res
@@ -491,10 +506,15 @@ def main():
                                       sample=P["sample_every"], rdfbins=120, rdf_every=P["rdf_every"],
                                       rdf_repeat=steps // P["rdf_every"], steps=steps, thermo=max(steps // 20, 1)))
             r = R.run(f"NVE {size} {mode}", inp, os.path.join(d, "log.lammps"), cwd=d)
+            failed = None
             if not r:
-                continue
+                # a run that stopped early: analyse what it wrote before, if anything
+                failed = R.failures[-1][1]
+                if not os.path.exists(os.path.join(d, "energy.txt")):
+                    continue
+                r = (open(os.path.join(d, "log.lammps")).read(), float("nan"))
             try:
-                res = analyse_nve(d, size, r[0])
+                res = analyse_nve(d, size, r[0], failed)
             except (OSError, ValueError, IndexError) as e:
                 R.failures.append((f"NVE {size} {mode}", f"analysis: {e}", d))
                 log(f"  FAILED analysis of NVE {size} {mode}: {e}")
@@ -502,7 +522,8 @@ def main():
             nve[(size, mode)] = res
             extra = f"  dE {res['dE_mean']:+.3f} meV/atom  F-RMSE {res['fRMSE_mean']:.1f} meV/A" if "dE_mean" in res else ""
             log(f"NVE   {size:5d} atoms {mode:11s} {steps:6d} steps  {secs(r[1])}  T {res['temp_mean']:.0f} K  "
-                f"drift {res['fix_slope']:+.4f} (fit {res['own_slope']:+.4f}) meV/atom/ps{extra}")
+                f"drift {res['fix_slope']:+.4f} (fit {res['own_slope']:+.4f}) meV/atom/ps{extra}"
+                + (f"  STOPPED after {res['ps']:.2f} ps: {failed}" if failed else ""))
 
     # 3. throughput ----------------------------------------------------------------------
     bench = []   # dicts
@@ -587,7 +608,7 @@ def main():
     for (size, mode), r in sorted(nve.items(), key=lambda kv: (kv[0][0], MODES.index(kv[0][1]))):
         ref = nve.get((size, "fp32"))
         st = {}
-        if ref is not None and r["rdf"].shape == ref["rdf"].shape:
+        if ref is not None and r["rdf"] is not None and ref["rdf"] is not None and r["rdf"].shape == ref["rdf"].shape:
             rr = r["rdf"][:, 0]
             for j, pair in ((1, "OO"), (2, "OH"), (3, "HH")):
                 st["maxdiff_" + pair] = float(np.max(np.abs(r["rdf"][:, j] - ref["rdf"][:, j])))
@@ -603,7 +624,7 @@ def main():
                          f3(st.get("oo_peak_r", float("nan"))), f3(st.get("oo_peak_g", float("nan"))),
                          f3(st.get("oo_peak_diff_pct", float("nan"))), f3(st.get("maxdiff_OO", float("nan"))),
                          f3(st.get("maxdiff_OH", float("nan"))), f3(st.get("maxdiff_HH", float("nan")))])
-        for i in range(len(r["rdf"])):
+        for i in range(len(r["rdf"]) if r["rdf"] is not None else 0):
             rdf_rows.append([size, mode] + [f"{x:.5f}" for x in r["rdf"][i]])
     fid_header = ["atoms", "mode", "dE_mean_meV_atom", "dE_absmax_meV_atom", "F_RMSE_mean_meV_A", "F_RMSE_max_meV_A",
                   "F_maxdev_meV_A", "n_evals", "OO_peak_r_A", "OO_peak_g", "OO_peak_diff_pct", "gOO_maxdiff", "gOH_maxdiff",
@@ -628,7 +649,8 @@ def main():
                 if (size, mode) in nve:
                     r = nve[(size, mode)]
                     ax.plot(r["t"], 1000.0 * (r["etot"] - r["etot"][0]), color=colors[mode], lw=0.8,
-                            label=f"{mode} ({r['fix_slope']:+.3f} meV/atom/ps)" + (" UNSTABLE" if r["unstable"] else ""))
+                            label=f"{mode} ({r['own_slope']:+.3f} meV/atom/ps)"
+                            + (f" STOPPED at {r['ps']:.2f} ps" if r.get("failed") else " UNSTABLE" if r["unstable"] else ""))
             ax.set_xlabel("time (ps)")
             ax.set_ylabel("E_total(t) - E_total(0) (meV/atom)")
             ax.set_title(f"NVE water, {size} atoms, 0.5 fs")
@@ -638,7 +660,7 @@ def main():
                 lo, hi = min(float(np.min(y)) for y in stable), max(float(np.max(y)) for y in stable)
                 pad = 0.1 * (hi - lo) + 1e-3
                 ax.set_ylim(lo - pad, hi + pad)
-                ax.text(0.02, 0.02, "unstable runs (T > 1000 K) off scale", transform=ax.transAxes, fontsize=8)
+                ax.text(0.02, 0.02, "unstable runs (T > 1000 K or stopped) off scale", transform=ax.transAxes, fontsize=8)
             ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(os.path.join(out, "energy.png"), dpi=110)
@@ -648,7 +670,7 @@ def main():
             fig, axes = plt.subplots(1, 3, figsize=(15, 4))
             for j, (ax, pair) in enumerate(zip(axes, ("O-O", "O-H", "H-H"))):
                 for mode in MODES:
-                    if (size, mode) in nve:
+                    if (size, mode) in nve and nve[(size, mode)]["rdf"] is not None:
                         r = nve[(size, mode)]["rdf"]
                         ax.plot(r[:, 0], r[:, j + 1], color=colors[mode], lw=1.2 if mode == "fp32" else 0.9,
                                 ls="-" if mode == "fp32" else "--",
@@ -687,13 +709,20 @@ def main():
 
     def drift_of(mode):
         r = nve.get((tsize, mode))
+        if r is not None and not math.isfinite(r["fix_slope"]):
+            # a run that stopped early has no fix value: the own fit of its energies instead
+            r = dict(r, fix_slope=r["own_slope"])
         return r
 
     def verdict(ok):
         return "**met**" if ok else "**not met**"
 
     def blew(r):
-        return f"; trajectory unstable: T reached {r['temp_max']:.3g} K" if r["unstable"] else ""
+        before = (f"; T above 1000 K from t = {r['t_blowup']:.2f} ps, drift before that {r['pre_slope']:+.3f} meV/atom/ps"
+                  if math.isfinite(r.get("t_blowup", float("nan"))) else "")
+        if r.get("failed"):
+            return f"; run stopped after {r['ps']:.2f} ps: {r['failed']}; T reached {r['temp_max']:.3g} K{before}"
+        return f"; trajectory unstable: T reached {r['temp_max']:.3g} K{before}" if r["unstable"] else ""
 
     fpr, wor, i8r = drift_of("fp32"), drift_of("weight-only"), drift_of("int8")
     if wor and fpr:
