@@ -661,7 +661,8 @@ def main():
                 pad = 0.1 * (hi - lo) + 1e-3
                 ax.set_ylim(lo - pad, hi + pad)
                 ax.text(0.02, 0.02, "unstable runs (T > 1000 K or stopped) off scale", transform=ax.transAxes, fontsize=8)
-            ax.legend(fontsize=8)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(os.path.join(out, "energy.png"), dpi=110)
         plt.close(fig)
@@ -678,7 +679,8 @@ def main():
                 ax.set_xlabel("r (A)")
                 ax.set_ylabel(f"g_{pair}(r)")
                 ax.set_title(f"{pair}, {size} atoms")
-                ax.legend(fontsize=8)
+                if ax.get_legend_handles_labels()[0]:
+                    ax.legend(fontsize=8)
             fig.tight_layout()
             fig.savefig(os.path.join(out, f"rdf-{size}.png"), dpi=110)
             plt.close(fig)
@@ -694,7 +696,8 @@ def main():
         ax.set_xticklabels([f"{s} atoms\n{n} rank(s)" for s, n in keys])
         ax.set_ylabel("atom-steps/s")
         ax.set_title("pair_style qnn throughput (LAMMPS NVE)")
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(os.path.join(out, "throughput.png"), dpi=110)
         plt.close(fig)
