@@ -643,26 +643,36 @@ def main():
     colors = {"fp32": "k", "int8": "tab:red", "weight-only": "tab:blue", "mixed": "tab:green"}
     plots = []
     if sizes:
-        fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4), squeeze=False)
-        for ax, size in zip(axes[0], sizes):
+        # top row: every mode on one linear scale; bottom row: the modes that conserve energy
+        # (|dE| within 10x the smallest excursion), on their own scale
+        fig, axes = plt.subplots(2, len(sizes), figsize=(6 * len(sizes), 7.5), squeeze=False)
+        for col, size in enumerate(sizes):
+            curves = []
             for mode in MODES:
                 if (size, mode) in nve:
                     r = nve[(size, mode)]
-                    ax.plot(r["t"], 1000.0 * (r["etot"] - r["etot"][0]), color=colors[mode], lw=0.8,
-                            label=f"{mode} ({r['own_slope']:+.3f} meV/atom/ps)"
-                            + (f" STOPPED at {r['ps']:.2f} ps" if r.get("failed") else " UNSTABLE" if r["unstable"] else ""))
-            ax.set_xlabel("time (ps)")
-            ax.set_ylabel("E_total(t) - E_total(0) (meV/atom)")
-            ax.set_title(f"NVE water, {size} atoms, 0.5 fs")
-            stable = [1000.0 * (nve[(size, m)]["etot"] - nve[(size, m)]["etot"][0]) for m in MODES
-                      if (size, m) in nve and not nve[(size, m)]["unstable"]]
-            if stable and len(stable) < sum((size, m) in nve for m in MODES):
-                lo, hi = min(float(np.min(y)) for y in stable), max(float(np.max(y)) for y in stable)
-                pad = 0.1 * (hi - lo) + 1e-3
-                ax.set_ylim(lo - pad, hi + pad)
-                ax.text(0.02, 0.02, "unstable runs (T > 1000 K or stopped) off scale", transform=ax.transAxes, fontsize=8)
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=8)
+                    # a trajectory that left the physical range (T > 1000 K) is drawn up to then,
+                    # with a cross where it left: past that point E(t) describes the explosion
+                    k = len(r["t"])
+                    if math.isfinite(r.get("t_blowup", float("nan"))):
+                        k = max(1, int(np.searchsorted(r["t"] - r["t"][0], r["t_blowup"])))
+                    y = 1000.0 * (r["etot"][:k] - r["etot"][0])
+                    slope = r["pre_slope"] if k < len(r["t"]) else r["own_slope"]
+                    note = (f", T > 1000 K at {r['t_blowup']:.2f} ps" if k < len(r["t"]) else "") + \
+                           (f", lost atoms at {r['ps']:.2f} ps" if r.get("failed") else "")
+                    curves.append((mode, r["t"][:k], y, k < len(r["t"]), f"{mode} ({slope:+.3f} meV/atom/ps{note})"))
+            smallest = min((float(np.max(np.abs(c[2]))) for c in curves), default=0.0)
+            for row, keep in ((0, lambda c: True), (1, lambda c: float(np.max(np.abs(c[2]))) <= 10.0 * max(smallest, 1e-6))):
+                ax = axes[row][col]
+                for mode, t, y, cut, label in filter(keep, curves):
+                    ax.plot(t, y, color=colors[mode], lw=0.8, label=label)
+                    if cut:
+                        ax.plot([t[-1]], [y[-1]], "x", color=colors[mode], ms=8)
+                ax.set_xlabel("time (ps)")
+                ax.set_ylabel("E_total(t) - E_total(0) (meV/atom)")
+                ax.set_title(f"NVE water, {size} atoms, 0.5 fs" + ("" if row == 0 else ": the conserving modes"))
+                if ax.get_legend_handles_labels()[0]:
+                    ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(os.path.join(out, "energy.png"), dpi=110)
         plt.close(fig)
