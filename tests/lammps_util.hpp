@@ -4,6 +4,7 @@
 #include <mpi.h>
 
 #include <array>
+#include <cmath>
 #include <cstdlib>
 #include <cstdio>
 #include <fstream>
@@ -80,6 +81,19 @@ inline std::string lammps_error(void* lmp) {
   }
   return msg;
 }
+
+// A global value of fix `id` (LMP_TYPE_SCALAR, _VECTOR element i, or _ARRAY element (i, j)),
+// NaN when the fix does not provide it; LAMMPS allocates the copy, freed here.
+inline double fix_global(void* lmp, const char* id, int type, int i = 0, int j = 0) {
+  auto* p = static_cast<double*>(lammps_extract_fix(lmp, id, LMP_STYLE_GLOBAL, type, i, j));
+  if (!p) return NAN;
+  const double v = *p;
+  lammps_free(p);
+  return v;
+}
+
+// Element k of the global vector of fix `id`.
+inline double fix_value(void* lmp, const char* id, int k) { return fix_global(lmp, id, LMP_TYPE_VECTOR, k); }
 
 // Forces (natoms, 3) ordered by atom ID, gathered onto every rank.
 inline std::vector<double> gather_forces(void* lmp, int natoms) {

@@ -144,22 +144,12 @@ double vec_value(void* lmp, const char* id, int k) {
   return v ? v[k] : NAN;
 }
 
-double fix_value(void* lmp, const char* id, int k) {
-  auto* p = static_cast<double*>(lammps_extract_fix(lmp, id, LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR, k, 0));
-  if (!p) return NAN;
-  const double v = *p;
-  lammps_free(p);
-  return v;
-}
+using qnn::test::fix_value;
 
 // Row `r` of the global array of fix vector `id`.
 std::vector<double> fix_array_row(void* lmp, const char* id, int r, int ncol) {
   std::vector<double> row(static_cast<std::size_t>(ncol));
-  for (int c = 0; c < ncol; ++c) {
-    auto* p = static_cast<double*>(lammps_extract_fix(lmp, id, LMP_STYLE_GLOBAL, LMP_TYPE_ARRAY, r, c));
-    row[static_cast<std::size_t>(c)] = p ? *p : NAN;
-    if (p) lammps_free(p);
-  }
+  for (int c = 0; c < ncol; ++c) row[static_cast<std::size_t>(c)] = qnn::test::fix_global(lmp, id, LMP_TYPE_ARRAY, r, c);
   return row;
 }
 
@@ -483,12 +473,9 @@ TEST_P(PluginDrift, SlopeAndFluctuationsMatchLeastSquaresOfThermoEnergies) {
   EXPECT_GT(e_rms, 0.0);
 
   EXPECT_NEAR(fix_value(lmp, "drift", 0), 1000.0 * slope, 1e-6 * std::abs(1000.0 * slope) + 1e-9);
-  auto* scalar = static_cast<double*>(lammps_extract_fix(lmp, "drift", LMP_STYLE_GLOBAL, LMP_TYPE_SCALAR, 0, 0));
-  EXPECT_NE(scalar, nullptr);
-  if (scalar) {
-    EXPECT_NEAR(*scalar, 1000.0 * slope, 1e-6 * std::abs(1000.0 * slope) + 1e-9) << "scalar";
-    lammps_free(scalar);
-  }
+  // the global scalar (NaN if the fix did not provide one, which fails the check)
+  EXPECT_NEAR(qnn::test::fix_global(lmp, "drift", LMP_TYPE_SCALAR), 1000.0 * slope,
+              1e-6 * std::abs(1000.0 * slope) + 1e-9) << "scalar";
   EXPECT_NEAR(fix_value(lmp, "drift", 1), slope * elapsed / ke_std, 1e-6 * std::abs(slope * elapsed / ke_std) + 1e-12);
   EXPECT_NEAR(fix_value(lmp, "drift", 2), 1000.0 * e_rms, 1e-6 * 1000.0 * e_rms);
   EXPECT_EQ(fix_value(lmp, "drift", 3), static_cast<double>(n));

@@ -36,13 +36,7 @@ struct Drift {
   double dev[6] = {NAN, NAN, NAN, NAN, NAN, NAN};  // compute qnn/deviation vs the FP32 file
 };
 
-double fix_value(void* lmp, const char* id, int k) {
-  auto* p = static_cast<double*>(lammps_extract_fix(lmp, id, LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR, k, 0));
-  if (!p) return NAN;
-  const double v = *p;
-  lammps_free(p);
-  return v;
-}
+using qnn::test::fix_value;
 
 Drift run_nve(const std::string& model, const std::string& extra) {
   void* lmp = qnn::test::open_lammps(MPI_COMM_WORLD);

@@ -25,6 +25,7 @@
 #include "qnn/graph.hpp"
 #include "qnn/model.hpp"
 #include "test_util.hpp"
+#include "water_subset.hpp"
 #include "torch/qat.hpp"
 #include "torch/se2a_module.hpp"
 #include "torch/trainer.hpp"
@@ -41,24 +42,7 @@ struct TempDir : qnn::test::TempDir {
 
 using qnn::test::water_dir;
 
-// Writes frames [first, first + n) of water `system` as a DeePMD system (float64) under `dir`.
-void write_water_subset(const fs::path& dir, const std::string& system, int first, int n) {
-  const qnn::System w = qnn::read_system(water_dir() + "/" + system, {"O", "H"});
-  fs::create_directories(dir / "set.000");
-  std::ofstream(dir / "type_map.raw") << "O\nH\n";
-  std::ofstream types(dir / "type.raw");
-  for (int t : w.types) types << t << "\n";
-  const auto N = static_cast<std::size_t>(w.natoms);
-  const auto un = static_cast<std::size_t>(n);
-  auto slice = [&](const std::vector<double>& v, std::size_t per) {
-    return std::vector<double>(v.begin() + static_cast<std::ptrdiff_t>(first * per),
-                               v.begin() + static_cast<std::ptrdiff_t>((first + n) * per));
-  };
-  xt::dump_npy((dir / "set.000/box.npy").string(), xt::adapt(slice(w.box, 9), {un, std::size_t{9}}));
-  xt::dump_npy((dir / "set.000/coord.npy").string(), xt::adapt(slice(w.coord, 3 * N), {un, 3 * N}));
-  xt::dump_npy((dir / "set.000/energy.npy").string(), xt::adapt(slice(w.energy, 1), {un}));
-  xt::dump_npy((dir / "set.000/force.npy").string(), xt::adapt(slice(w.force, 3 * N), {un, 3 * N}));
-}
+using qnn::test::write_water_subset;
 
 // Independent reference of the quantizer (docs/quantization.md Q3, as the engine computes it):
 // s · round_half_away(clamp(x · (1/s), ±(2^(b−1)−1))), round_half_away(v) = trunc(v ± 0.5).
@@ -407,8 +391,8 @@ Errors rmse(const qnn::Model& m, const qnn::System& sys) {
 
 TEST(Qat, ImprovesOverPtqAtFourBitsAndResumes) {
   TempDir dir;
-  write_water_subset(dir.path() / "train", "data_0", 0, 3);
-  write_water_subset(dir.path() / "val", "data_0", 40, 2);
+  write_water_subset(dir.path() / "train", 0, 3);
+  write_water_subset(dir.path() / "val", 40, 2);
   const qnn::System train_sys = qnn::read_system((dir.path() / "train").string(), {"O", "H"});
   const qnn::System val_sys = qnn::read_system((dir.path() / "val").string(), {"O", "H"});
 

@@ -21,6 +21,7 @@
 #include "qnn/engine.hpp"
 #include "qnn/error.hpp"
 #include "test_util.hpp"
+#include "water_subset.hpp"
 #include "qnn/graph.hpp"
 #include "qnn/model.hpp"
 #include "torch/se2a_module.hpp"
@@ -38,24 +39,7 @@ struct TempDir : qnn::test::TempDir {
 
 using qnn::test::water_dir;
 
-// Writes frames [first, first + n) of water data_0 as a DeePMD system (float64) under `dir`.
-void write_water_subset(const fs::path& dir, int first, int n) {
-  const qnn::System w = qnn::read_system(water_dir() + "/data_0", {"O", "H"});
-  fs::create_directories(dir / "set.000");
-  std::ofstream(dir / "type_map.raw") << "O\nH\n";
-  std::ofstream types(dir / "type.raw");
-  for (int t : w.types) types << t << "\n";
-  const auto N = static_cast<std::size_t>(w.natoms);
-  const auto un = static_cast<std::size_t>(n);
-  auto slice = [&](const std::vector<double>& v, std::size_t per) {
-    return std::vector<double>(v.begin() + static_cast<std::ptrdiff_t>(first * per),
-                               v.begin() + static_cast<std::ptrdiff_t>((first + n) * per));
-  };
-  xt::dump_npy((dir / "set.000/box.npy").string(), xt::adapt(slice(w.box, 9), {un, std::size_t{9}}));
-  xt::dump_npy((dir / "set.000/coord.npy").string(), xt::adapt(slice(w.coord, 3 * N), {un, 3 * N}));
-  xt::dump_npy((dir / "set.000/energy.npy").string(), xt::adapt(slice(w.energy, 1), {un}));
-  xt::dump_npy((dir / "set.000/force.npy").string(), xt::adapt(slice(w.force, 3 * N), {un, 3 * N}));
-}
+using qnn::test::write_water_subset;
 
 // Shared data: 6 training and 2 validation frames.
 class TrainTest : public ::testing::Test {

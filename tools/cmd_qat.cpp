@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "run_flags.hpp"
 #include "qnn/error.hpp"
 #include "torch/qat.hpp"
 
@@ -22,8 +23,9 @@ struct QatArgs {
   std::string config;
   std::string fp32, init, output, output_dir, precision;
   std::vector<std::string> data, validation;
-  int steps = -1, threads = -1, stop_at = -1;
-  bool resume = false, no_plot = false, fixed_scales = false;
+  int steps = -1, threads = -1;
+  bool fixed_scales = false;
+  libtorch::TrainOptions run;  // --resume, --no-plot, --stop-at
 };
 
 std::string absolute(const std::string& p) { return fs::absolute(p).lexically_normal().string(); }
@@ -103,20 +105,13 @@ void register_qat(CLI::App& app) {
   sub->add_option("--precision", a->precision, "training arithmetic (model.precision)")
       ->check(CLI::IsMember({"float", "double"}));
   sub->add_flag("--fixed-scales", a->fixed_scales, "keep the starting point's scales (straight-through estimator only, no LSQ)");
-  sub->add_flag("--resume", a->resume, "continue from the checkpoint in the output directory");
-  sub->add_flag("--no-plot", a->no_plot, "do not render the learning-curve PNG");
-  sub->add_option("--stop-at", a->stop_at, "stop after this step (with a checkpoint); continue later with --resume")
-      ->check(CLI::NonNegativeNumber);
+  add_run_flags(sub, a->run);
   sub->callback([a] {
     if (a->config.empty() && (a->fp32.empty() || a->init.empty() || a->data.empty())) {
       throw Error("qnn qat: give a config file, or at least --fp32, --init and --data (see `qnn qat --help`)");
     }
     libtorch::QatConfig cfg = build_config(*a);
-    libtorch::TrainOptions opt;
-    opt.resume = a->resume;
-    opt.plot = !a->no_plot;
-    opt.stop_at = a->stop_at;
-    libtorch::qat(cfg, opt);
+    libtorch::qat(cfg, a->run);
   });
 }
 

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "commands.hpp"
+#include "run_flags.hpp"
 #include "torch/trainer.hpp"
 
 namespace qnn::cli {
@@ -11,9 +12,7 @@ namespace {
 
 struct TrainArgs {
   std::string config;
-  bool resume = false;
-  bool no_plot = false;
-  int stop_at = -1;
+  libtorch::TrainOptions run;  // --resume, --no-plot, --stop-at
   std::string output_dir;
 };
 
@@ -26,19 +25,12 @@ void register_train(CLI::App& app) {
   sub->add_option("config", args->config, "training config (JSON); relative paths are relative to its directory")
       ->required()
       ->check(CLI::ExistingFile);
-  sub->add_flag("--resume", args->resume, "continue from the checkpoint in the output directory");
-  sub->add_flag("--no-plot", args->no_plot, "do not render the learning-curve PNG");
-  sub->add_option("--stop-at", args->stop_at, "stop after this step (with a checkpoint); continue later with --resume")
-      ->check(CLI::NonNegativeNumber);
+  add_run_flags(sub, args->run);
   sub->add_option("--output-dir", args->output_dir, "write the outputs here instead of the config's output.dir");
   sub->callback([args] {
     libtorch::TrainConfig cfg = libtorch::read_train_config(args->config);
     if (!args->output_dir.empty()) cfg.output_dir = std::filesystem::absolute(args->output_dir).lexically_normal().string();
-    libtorch::TrainOptions opt;
-    opt.resume = args->resume;
-    opt.plot = !args->no_plot;
-    opt.stop_at = args->stop_at;
-    libtorch::train(cfg, opt);
+    libtorch::train(cfg, args->run);
   });
 }
 

@@ -642,6 +642,16 @@ def main():
 
     colors = {"fp32": "k", "int8": "tab:red", "weight-only": "tab:blue", "mixed": "tab:green"}
     plots = []
+
+    def legend(ax, size):
+        if ax.get_legend_handles_labels()[0]:   # no empty legend boxes
+            ax.legend(fontsize=size)
+
+    def save(fig, title, name):
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, name), dpi=110)
+        plt.close(fig)
+        plots.append((title, name))
     if sizes:
         # top row: every mode on one linear scale; bottom row: the modes that conserve energy
         # (|dE| within 10x the smallest excursion), on their own scale
@@ -671,12 +681,8 @@ def main():
                 ax.set_xlabel("time (ps)")
                 ax.set_ylabel("E_total(t) - E_total(0) (meV/atom)")
                 ax.set_title(f"NVE water, {size} atoms, 0.5 fs" + ("" if row == 0 else ": the conserving modes"))
-                if ax.get_legend_handles_labels()[0]:
-                    ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, "energy.png"), dpi=110)
-        plt.close(fig)
-        plots.append(("Total energy vs time (NVE)", "energy.png"))
+                legend(ax, 7)
+        save(fig, "Total energy vs time (NVE)", "energy.png")
         for size in sizes:
             fig, axes = plt.subplots(1, 3, figsize=(15, 4))
             for j, (ax, pair) in enumerate(zip(axes, ("O-O", "O-H", "H-H"))):
@@ -689,12 +695,8 @@ def main():
                 ax.set_xlabel("r (A)")
                 ax.set_ylabel(f"g_{pair}(r)")
                 ax.set_title(f"{pair}, {size} atoms")
-                if ax.get_legend_handles_labels()[0]:
-                    ax.legend(fontsize=8)
-            fig.tight_layout()
-            fig.savefig(os.path.join(out, f"rdf-{size}.png"), dpi=110)
-            plt.close(fig)
-            plots.append((f"RDFs, {size} atoms (each mode along its own trajectory)", f"rdf-{size}.png"))
+                legend(ax, 8)
+            save(fig, f"RDFs, {size} atoms (each mode along its own trajectory)", f"rdf-{size}.png")
     if bench:
         keys = sorted({(b["size"], b["np"]) for b in bench})
         fig, ax = plt.subplots(figsize=(max(6, 2 * len(keys)), 4))
@@ -706,12 +708,8 @@ def main():
         ax.set_xticklabels([f"{s} atoms\n{n} rank(s)" for s, n in keys])
         ax.set_ylabel("atom-steps/s")
         ax.set_title("pair_style qnn throughput (LAMMPS NVE)")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, "throughput.png"), dpi=110)
-        plt.close(fig)
-        plots.append(("Throughput", "throughput.png"))
+        legend(ax, 8)
+        save(fig, "Throughput", "throughput.png")
 
     # targets -----------------------------------------------------------------------------
     targets = []
