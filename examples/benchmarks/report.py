@@ -149,6 +149,12 @@ class Runner:
             cmd += ["-var", k, str(v)]
         if np_ > 1:
             cmd = [self.mpirun, "-np", str(np_), "--oversubscribe", "--bind-to", "none"] + cmd
+        budget_marker = os.path.join(os.path.dirname(logfile), "STOPPED_BY_BUDGET")
+        if self.reuse and os.path.exists(logfile) and os.path.exists(budget_marker):
+            msg = open(budget_marker).read().strip()   # stopped by --nve-timeout: keep it
+            self.failures.append((label, msg + " (kept from an earlier run: --reuse)", logfile))
+            log(f"  STOPPED {label} (reused): {msg}")
+            return None
         if self.reuse and os.path.exists(logfile):
             text = open(logfile).read()
             if "Total wall time" in text and "ERROR" not in text:
@@ -158,12 +164,19 @@ class Runner:
                 self.failures.append((label, "; ".join(msg[:3]) + " (kept from an earlier run: --reuse)", logfile))
                 log(f"  FAILED {label} (reused): {msg[0]}")
                 return None
+        if os.path.exists(budget_marker):
+            os.remove(budget_marker)
         t0 = time.time()
         try:
             p = subprocess.run(cmd, cwd=cwd or self.out, env=self.env, capture_output=True, text=True, timeout=timeout)
             rc, err = p.returncode, (p.stdout + p.stderr)
         except subprocess.TimeoutExpired:
-            rc, err = -1, f"timed out after {timeout} s"
+            msg = f"{BUDGET_MSG} ({timeout:.0f} s of wall time)"
+            with open(budget_marker, "w") as f:
+                f.write(msg + "\n")
+            self.failures.append((label, msg, logfile))
+            log(f"  STOPPED {label}: {msg} (log {logfile})")
+            return None
         wall = time.time() - t0
         text = open(logfile).read() if os.path.exists(logfile) else ""
         if rc != 0 or "ERROR" in text:
@@ -289,11 +302,14 @@ def first_peak(r, g, lo=2.3, hi=3.3):
     return float(r[m][i]), float(g[m][i])
 
 
+BUDGET_MSG = "stopped by the time budget (--nve-timeout)"
+
+
 def analyse_nve(run_dir, natoms, text, failed=None):
     """Results of one NVE run. `failed`: the LAMMPS error of a run that stopped early (e.g.
     lost atoms after the trajectory blew up); the energies written up to then are analysed,
     the fix's end-of-run values and the run-averaged RDF do not exist."""
-    res = {"failed": failed}
+    res = {"failed": failed, "budget": failed is not None and failed.startswith(BUDGET_MSG)}
     e = load_table(os.path.join(run_dir, "energy.txt"))    # step, pe, ke, temp
     if e.ndim != 2 or len(e) < 3:
         raise ValueError("fewer than 3 energy samples")
@@ -309,7 +325,7 @@ def analyse_nve(run_dir, natoms, text, failed=None):
     res["own_rms"] = 1000.0 * float(np.std(etot))
     # a trajectory that heats far beyond the thermostat's 300 K has blown up: its drift and RDF
     # describe the explosion, not the potential's accuracy
-    res["unstable"] = failed is not None or not (np.all(np.isfinite(e)) and float(np.max(e[:, 3])) < 1000.0)
+    res["unstable"] = (failed is not None and not res["budget"]) or not (np.all(np.isfinite(e)) and float(np.max(e[:, 3])) < 1000.0)
     # when the trajectory first left the physical range (T > 1000 K), and the drift before that
     hot = np.nonzero(~(e[:, 3] < 1000.0))[0]
     res["t_blowup"] = float(t[hot[0]] - t[0]) if len(hot) else float("nan")
@@ -387,6 +403,8 @@ def main():
     ap.add_argument("--nve-steps", help="SIZE=STEPS,... NVE lengths; the sizes run (192, 1536)")
     ap.add_argument("--bench-steps", help="SIZE=STEPS,... throughput runs (192, 1536, 12288); empty string: none")
     ap.add_argument("--bench-np", help="comma-separated MPI rank counts of the throughput runs")
+    ap.add_argument("--nve-timeout", type=float, default=None,
+                    help="wall-clock limit (s) of each NVE run; a run stopped by it is analysed up to the stop")
     ap.add_argument("--peer-steps", type=int, help="steps of the LAMMPS built-in peers (0: skip)")
     ap.add_argument("--reuse", action="store_true",
                     help="keep runs whose runs/<run>/log.lammps finished (same --out): only the missing runs and the analysis are redone")
@@ -505,7 +523,7 @@ def main():
                 f.write(NVE_IN.format(plugin=plugin, data=equil[size], model=path, mode=mode, dt=DT_PS, dev=dev,
                                       sample=P["sample_every"], rdfbins=120, rdf_every=P["rdf_every"],
                                       rdf_repeat=steps // P["rdf_every"], steps=steps, thermo=max(steps // 20, 1)))
-            r = R.run(f"NVE {size} {mode}", inp, os.path.join(d, "log.lammps"), cwd=d)
+            r = R.run(f"NVE {size} {mode}", inp, os.path.join(d, "log.lammps"), cwd=d, timeout=args.nve_timeout)
             failed = None
             if not r:
                 # a run that stopped early: analyse what it wrote before, if anything
@@ -669,7 +687,8 @@ def main():
                     y = 1000.0 * (r["etot"][:k] - r["etot"][0])
                     slope = r["pre_slope"] if k < len(r["t"]) else r["own_slope"]
                     note = (f", T > 1000 K at {r['t_blowup']:.2f} ps" if k < len(r["t"]) else "") + \
-                           (f", lost atoms at {r['ps']:.2f} ps" if r.get("failed") else "")
+                           (f", stopped at {r['ps']:.2f} ps ({'time budget' if r['budget'] else 'lost atoms'})"
+                            if r.get("failed") else "")
                     curves.append((mode, r["t"][:k], y, k < len(r["t"]), f"{mode} ({slope:+.3f} meV/atom/ps{note})"))
             smallest = min((float(np.max(np.abs(c[2]))) for c in curves), default=0.0)
             for row, keep in ((0, lambda c: True), (1, lambda c: float(np.max(np.abs(c[2]))) <= 10.0 * max(smallest, 1e-6))):
