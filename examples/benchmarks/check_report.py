@@ -37,7 +37,7 @@ def main():
         return 2
     d = sys.argv[1]
     for name in ("report.md", "nve.csv", "fidelity.csv", "rdf.csv", "throughput.csv", "peers.csv", "energy.png",
-                 "rdf-192.png", "throughput.png"):
+                 "rdf-192.png", "throughput.png", "scan.csv", "scan.png"):
         p = os.path.join(d, name)
         if check(os.path.isfile(p) and os.path.getsize(p) > 0, f"{name} missing or empty") and name.endswith(".png"):
             with open(p, "rb") as f:
@@ -102,6 +102,28 @@ def main():
             check(abs(float(r["ratio_to_fp32"]) - 1.0) < 1e-9, f"{w}: fp32 ratio is not 1")
         else:
             check(float(r["ratio_to_fp32"]) > 0, f"{w}: ratio not positive")
+    # close-approach scan: every mode and orientation, finite; fp32 and weight-only evaluate
+    # forces as the exact gradient of their energy, so along the liquid-accessible part of the
+    # path (O-O >= 2.4 A) the work of the forces must match the energy change to the trapezoid
+    # rule's error (0.04 A steps: ~1e-3 eV measured); a wrong force sign or scale breaks it
+    scan = rows(os.path.join(d, "scan.csv"))
+    check({r["mode"] for r in scan} == modes, "scan.csv and nve.csv list different modes")
+    check(len({r["orientation"] for r in scan}) == 2, "scan.csv lacks an orientation")
+    paths = {}
+    for r in scan:
+        w = f"scan.csv {r['orientation']} {r['mode']}"
+        paths.setdefault((r["orientation"], r["mode"]), []).append(
+            [num(r, k, w) for k in ("x_OO_A", "E_minus_E0_eV", "Fx_mol2_eV_per_A", "unaccounted_eV")])
+    for (orient, mode), p in paths.items():
+        w = f"scan.csv {orient} {mode}"
+        check(len(p) >= 10 and all(p[i + 1][0] < p[i][0] for i in range(len(p) - 1)), f"{w}: x not a decreasing path")
+        work = 0.0   # recomputed here: the work of the force on molecule 2 from the first point
+        for i in range(1, len(p)):
+            work += 0.5 * (p[i][2] + p[i - 1][2]) * (p[i - 1][0] - p[i][0])
+            x, e, un = p[i][0], p[i][1], p[i][3]
+            check(abs(un - (e - work)) < 1e-6 + 1e-6 * abs(e), f"{w} x={x}: unaccounted column {un} != E - work {e - work}")
+            if mode in ("fp32", "weight-only") and x >= 2.4:
+                check(abs(e - work) < 0.01, f"{w} x={x}: forces do not integrate to the energy (E - work = {e - work} eV)")
     for r in rows(os.path.join(d, "peers.csv")):
         check(num(r, "atom_steps_per_s", "peers.csv") > 0, f"peers.csv {r['name']}: non-positive speed")
     return report()

@@ -235,6 +235,71 @@ DEV_IN = """compute      dev all qnn/deviation {every} ref {ref}
 fix          dev all ave/time {every} 1 {every} c_dev[1] c_dev[2] c_dev[3] file dev.txt format \" %.10g\""""
 
 
+# Close-approach scan: molecule 2 rigidly moved along x towards molecule 1 (O at the origin,
+# H at (-0.586, +-0.757, 0), i.e. pointing away from molecule 2); x = O-O distance.
+# Orientation "H first": one H of molecule 2 on the O-O axis, pointing at molecule 1's O (a
+# linear hydrogen bond, compressed); "H behind": both H of molecule 2 on the far side (O-O).
+# (H offsets from O2 along x; the second H sits at y = 0.9267; O-H 0.9572 A, HOH 104.5 deg.)
+SCAN_ORIENT = {"H first": (-0.9572, 0.2397), "H behind": (0.9572, -0.2397)}
+SCAN_X0, SCAN_DX, SCAN_N = 3.6, 0.04, 60
+SCAN_FAR = 2.4     # O-O distances below this are not visited by liquid water at 300 K
+SCAN_DATA = """two water molecules (qnn report close-approach scan)
+
+6 atoms
+2 atom types
+
+-15 15 xlo xhi
+-15 15 ylo yhi
+-15 15 zlo zhi
+
+Masses
+
+1 15.999
+2 1.008
+
+Atoms # atomic
+
+1 1 0.0 0.0 0.0
+2 2 -0.586 0.757 0.0
+3 2 -0.586 -0.757 0.0
+4 1 3.6 0.0 0.0
+5 2 2.6428 0.0 0.0
+6 2 3.8397 0.9267 0.0
+"""
+SCAN_IN = HEADER + """read_data    scan.data
+pair_style   qnn {model} mode {mode}
+pair_coeff   * * O H
+thermo_style custom step pe
+thermo_modify norm no
+variable     i loop {n}
+label        loop
+variable     x equal {x0}-{dx}*(${{i}}-1)
+variable     xa equal v_x+({sa})
+variable     xb equal v_x+({sb})
+set          atom 4 x ${{x}}
+set          atom 5 x ${{xa}}
+set          atom 6 x ${{xb}}
+run          0 post no
+variable     e equal pe
+variable     fx equal fx[4]+fx[5]+fx[6]
+print        "QNNSCAN ${{x}} ${{e}} ${{fx}}"
+next         i
+jump         SELF loop
+"""
+
+
+def analyse_scan(text):
+    """x (O-O distance, decreasing), E - E(first), F_x on molecule 2, and the energy the forces
+    do not account for: E(x) - E(x0) - int_x^x0 F_x dx' (trapezoid rule; zero for a conservative
+    force field up to the rule's O(dx^2) error)."""
+    a = np.array([[float(v) for v in m.groups()] for m in re.finditer(r"^QNNSCAN (\S+) (\S+) (\S+)", text, re.M)])
+    if a.ndim != 2 or len(a) != SCAN_N or not np.all(np.isfinite(a)):
+        raise ValueError(f"expected {SCAN_N} finite QNNSCAN lines")
+    x, e, f = a[:, 0], a[:, 1] - a[0, 1], a[:, 2]
+    work = np.concatenate([[0.0], np.cumsum(0.5 * (f[1:] + f[:-1]) * (x[:-1] - x[1:]))])
+    return dict(x=x, e=e, f=f, mismatch=e - work)
+
+
 def bench_input(plugin, data, rep, runs, steps, warm):
     s = HEADER.format(plugin=plugin) + f"read_data    {data}\n"
     if rep != (1, 1, 1):
@@ -601,6 +666,30 @@ def main():
                                   steps=n, seconds=sec, atom_steps_s=n * nat / sec))
                 log(f"peer  {name:25s} {nat} atoms {n} steps  {nat * n / sec:.0f} atom-steps/s")
 
+    # 5. close-approach scan (is each mode's force the gradient of its energy?) -----------
+    scan = {}   # (orientation, mode) -> analyse_scan result
+    for oi, (orient, (sa, sb)) in enumerate(SCAN_ORIENT.items()):
+        for mode, path in active:
+            d = os.path.join(runs_dir, f"scan-{oi + 1}-{mode}")
+            os.makedirs(d, exist_ok=True)
+            with open(os.path.join(d, "scan.data"), "w") as f:
+                f.write(SCAN_DATA)
+            inp = os.path.join(d, "in.scan")
+            with open(inp, "w") as f:
+                f.write(SCAN_IN.format(plugin=plugin, model=path, mode=mode, n=SCAN_N, x0=SCAN_X0, dx=SCAN_DX, sa=sa, sb=sb))
+            r = R.run(f"scan {orient} {mode}", inp, os.path.join(d, "log.lammps"), cwd=d)
+            if not r:
+                continue
+            try:
+                scan[(orient, mode)] = res = analyse_scan(r[0])
+            except ValueError as e:
+                R.failures.append((f"scan {orient} {mode}", f"analysis: {e}", d))
+                log(f"  FAILED analysis of scan {orient} {mode}: {e}")
+                continue
+            far = res["x"] >= SCAN_FAR
+            log(f"scan  {orient:8s} {mode:11s} E({SCAN_FAR} A) {res['e'][far][-1]:+.3f} eV  unaccounted energy "
+                f"{np.max(np.abs(res['mismatch'][far])):.3f} eV (x >= {SCAN_FAR} A), {np.max(np.abs(res['mismatch'])):.3f} eV (all)")
+
     elapsed = time.time() - t_start
     load_end = os.getloadavg()
 
@@ -729,6 +818,36 @@ def main():
         ax.set_title("pair_style qnn throughput (LAMMPS NVE)")
         legend(ax, 8)
         save(fig, "Throughput", "throughput.png")
+    scan_rows = []
+    if scan:
+        orients = [o for o in SCAN_ORIENT if any(k[0] == o for k in scan)]
+        fig, axes = plt.subplots(2, len(orients), figsize=(6 * len(orients), 7.5), squeeze=False)
+        for col, orient in enumerate(orients):
+            for mode in MODES:
+                res = scan.get((orient, mode))
+                if res is None:
+                    continue
+                far = res["x"] >= SCAN_FAR
+                scan_rows.append([orient, mode, f"{res['e'][far][-1]:.4f}", f"{res['e'][-1]:.4f}",
+                                  f"{np.max(np.abs(res['mismatch'][far])):.4f}", f"{np.max(np.abs(res['mismatch'])):.4f}"])
+                axes[0][col].plot(res["x"], res["e"], color=colors[mode], lw=1, label=mode)
+                axes[1][col].plot(res["x"], res["mismatch"], color=colors[mode], lw=1, label=mode)
+            for row in (0, 1):
+                ax = axes[row][col]
+                ax.axvspan(res["x"][-1], SCAN_FAR, color="0.92", lw=0)
+                ax.set_xlabel("O-O distance (A)")
+                legend(ax, 8)
+            axes[0][col].set_ylabel("E(x) - E(3.6 A) (eV)")
+            axes[0][col].set_title(f"two molecules approaching, {orient}")
+            axes[1][col].set_ylabel("E(x) - E(3.6 A) - work of the forces (eV)")
+            axes[1][col].set_title("energy the forces do not account for")
+        save(fig, "Close-approach scan: energy and force consistency", "scan.png")
+        with open(os.path.join(out, "scan.csv"), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["orientation", "mode", "x_OO_A", "E_minus_E0_eV", "Fx_mol2_eV_per_A", "unaccounted_eV"])
+            for (orient, mode), res in scan.items():
+                for i in range(len(res["x"])):
+                    w.writerow([orient, mode, f"{res['x'][i]:.4f}", f"{res['e'][i]:.8g}", f"{res['f'][i]:.8g}", f"{res['mismatch'][i]:.8g}"])
 
     # targets -----------------------------------------------------------------------------
     targets = []
@@ -843,9 +962,24 @@ def main():
               "the fp32-vs-fp32 scale of fluctuations, i.e. the run length).\n")
     md.append(md_table(["atoms", "mode", "dE mean meV/atom", "max abs dE", "F RMSE mean meV/A", "F RMSE max", "max abs dF meV/A",
                         "evals", "O-O peak r A", "O-O peak g", "peak diff %", "max abs dg OO", "OH", "HH"], fid_rows))
+    if scan_rows:
+        # the closest O-O distance sampled by the fp32 runs (first bin with g_OO > 0.01)
+        closest = [r["rdf"][np.argmax(r["rdf"][:, 1] > 0.01), 0] for (size, mode), r in nve.items()
+                   if mode == "fp32" and r.get("rdf") is not None and np.any(r["rdf"][:, 1] > 0.01)]
+        oo_closest = f" (the fp32 runs of this report: g_OO < 0.01 below {min(closest):.3f} A, the bin centre)" if closest else ""
+        md.append("## Close-approach scan: are the forces the gradient of the energy?\n")
+        md.append("Two water molecules, molecule 2 moved rigidly along the O-O axis from 3.6 A to "
+                  f"{SCAN_X0 - SCAN_DX * (SCAN_N - 1):.2f} A in {SCAN_DX} A steps, one `run 0` per point (runs/scan-*). "
+                  "'unaccounted' = max over the path of |E(x) - E(3.6 A) - work of the force on molecule 2| "
+                  "(trapezoid rule; a conservative force field gives only the rule's O(dx^2) error, so fp32 shows "
+                  f"that floor). The region below O-O {SCAN_FAR} A (grey in scan.png) is not visited by liquid water at "
+                  f"300 K{oo_closest}. Energy the forces do not account for is energy an NVE trajectory gains or loses "
+                  "when it moves through such a region.\n")
+        md.append(md_table(["orientation", "mode", f"E({SCAN_FAR} A) - E(3.6 A) eV", "E(shortest) - E(3.6 A) eV",
+                            f"unaccounted, x >= {SCAN_FAR} A (eV)", "unaccounted, whole path (eV)"], scan_rows))
     md.append("## Throughput\n")
     md.append("NVE of water (`replicate 2 2 2` of water-1536.data for 12288 atoms), no deviation compute; every mode in the "
-              f"same LAMMPS process, one after the other, " + (f"after a {P['bench_warm']}-step warm-up run each; " if P["bench_warm"] else "the timed loop excludes the setup (first force evaluation); ")
+              "same LAMMPS process, one after the other, " + (f"after a {P['bench_warm']}-step warm-up run each; " if P["bench_warm"] else "the timed loop excludes the setup (first force evaluation); ")
               + "atom-steps/s = steps x atoms / LAMMPS loop time; ratio = mode / fp32 of the same process.\n")
     md.append(md_table(["atoms", "ranks", "mode", "steps", "loop s", "atom-steps/s", "ns/day", "x fp32"], bench_rows))
     if peers:
@@ -859,7 +993,7 @@ def main():
     for title, png in plots:
         md.append(f"### {title}\n\n![{title}]({png})\n")
     md.append("## Files\n")
-    md.append("nve.csv, fidelity.csv, rdf.csv, throughput.csv, peers.csv; runs/*/ hold each LAMMPS input, log and the "
+    md.append("nve.csv, fidelity.csv, rdf.csv, throughput.csv, peers.csv, scan.csv; runs/*/ hold each LAMMPS input, log and the "
               "raw energy.txt / dev.txt / rdf.txt.\n")
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write("\n".join(md))
