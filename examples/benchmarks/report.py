@@ -706,10 +706,12 @@ def main():
         rows.append([size, mode, P["nve"][size], f"{r['ps']:.3f}", f"{r['temp_mean']:.1f}", f"{r['temp_min']:.1f}",
                      f"{r['temp_max']:.1f}", f"{r['fix_slope']:.5f}", f"{r['own_slope']:.5f}", f"{r['own_slope_se']:.5f}",
                      f"{r['fix_ratio']:.4f}", f"{r['own_ratio']:.4f}", f"{r['fix_rms']:.5f}", f"{r['own_rms']:.5f}",
-                     f"{r['ke_std']:.4f}", "no" if r["unstable"] else "yes"])
+                     f"{r['ke_std']:.4f}", "no" if r["unstable"] else "yes", f"{r['t_blowup']:.3f}", f"{r['pre_slope']:.5f}",
+                     "time budget" if r["budget"] else ("LAMMPS error" if r["failed"] else "")])
     nve_header = ["atoms", "mode", "steps", "ps", "T_mean_K", "T_min_K", "T_max_K", "drift_fix_meV_atom_ps",
                   "drift_fit_meV_atom_ps", "drift_fit_stderr", "drift_over_kestd_fix", "drift_over_kestd_fit",
-                  "etot_rms_fix_meV_atom", "etot_rms_fit_meV_atom", "ke_std_meV_atom", "stable"]
+                  "etot_rms_fix_meV_atom", "etot_rms_fit_meV_atom", "ke_std_meV_atom", "stable",
+                  "t_T_above_1000K_ps", "drift_before_that_meV_atom_ps", "stopped_by"]
     write_csv(os.path.join(out, "nve.csv"), nve_header, rows)
 
     fid_rows, rdf_rows = [], []
@@ -963,9 +965,11 @@ def main():
               "`drift/std(KE)` = slope x duration / std of the kinetic energy per atom; `E rms` = standard deviation of the "
               "total energy per atom.\n")
     md.append(md_table(["atoms", "mode", "ps", "T mean (min-max) K", "drift (fix) meV/atom/ps", "drift (fit) meV/atom/ps",
-                        "drift/std(KE) fix / fit", "E rms meV/atom fix / fit", "std KE meV/atom"],
+                        "drift/std(KE) fix / fit", "E rms meV/atom fix / fit", "std KE meV/atom",
+                        "T > 1000 K from (ps)", "drift before that", "stopped by"],
                        [[r[0], r[1] + (" **UNSTABLE**" if r[15] == "no" else ""), r[3], f"{r[4]} ({r[5]}-{r[6]})", r[7], f"{r[8]} ± {r[9]}", f"{r[10]} / {r[11]}",
-                         f"{r[12]} / {r[13]}", r[14]] for r in rows]))
+                         f"{r[12]} / {r[13]}", r[14], r[16] if r[16] != "nan" else "-", r[17] if r[16] != "nan" else "-", r[18] or "-"]
+                        for r in rows]))
     md.append("## Fidelity to FP32 along each mode's own trajectory\n")
     md.append("dE = (E_mode - E_fp32)/N per evaluation (signed mean, max |.|); F RMSE = per-component RMS of F_mode - F_fp32 "
               "(mean and max over evaluations); RDF columns compare each mode's run-averaged RDF with the fp32 run's "
