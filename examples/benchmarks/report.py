@@ -884,9 +884,12 @@ def main():
             targets.append(["weight-only drift <= 0.05 meV/atom/ps", f"{wor['fix_slope']:+.4f} ({tsize} atoms, {wor['ps']:.2f} ps{blew(wor)})", verdict(ok1 and not wor["unstable"])])
             targets.append(["weight-only drift not worse than fp32 beyond noise (2 sigma of the fits)",
                             f"abs {abs(wor['fix_slope']):.4f} vs abs {abs(fpr['fix_slope']):.4f} + {noise:.4f}", verdict(ok2)])
-            if wor["unstable"] and math.isfinite(wor["pre_slope"]) and not fpr["unstable"]:
-                # the same targets over the part of the run that is still water at ~300 K
+            if wor["unstable"] and math.isfinite(wor["pre_slope"]):
+                # the same targets over the part of the run that is still water at ~300 K (for
+                # fp32 too, if its run left it as well)
                 tb = wor["t_blowup"]
+                if fpr["unstable"] and math.isfinite(fpr["pre_slope"]):
+                    fpr = dict(fpr, fix_slope=fpr["pre_slope"], own_slope_se=fpr["pre_slope_se"])
                 noise = 2.0 * math.hypot(wor["pre_slope_se"], fpr["own_slope_se"])
                 targets.append([f"weight-only drift <= 0.05 meV/atom/ps while T < 1000 K (first {tb:.2f} ps)",
                                 f"{wor['pre_slope']:+.4f} ({tsize} atoms, {tb:.2f} ps)", verdict(abs(wor["pre_slope"]) <= 0.05)])
