@@ -242,6 +242,7 @@ fix          dev all ave/time {every} 1 {every} c_dev[1] c_dev[2] c_dev[3] file 
 # (H offsets from O2 along x; the second H sits at y = 0.9267; O-H 0.9572 A, HOH 104.5 deg.)
 SCAN_ORIENT = {"H first": (-0.9572, 0.2397), "H behind": (0.9572, -0.2397)}
 SCAN_X0, SCAN_DX, SCAN_N = 3.6, 0.04, 60
+SCAN_XMIN = SCAN_X0 - SCAN_DX * (SCAN_N - 1)
 SCAN_FAR = 2.4     # O-O distances below this are not visited by liquid water at 300 K
 SCAN_DATA = """two water molecules (qnn report close-approach scan)
 
@@ -367,8 +368,8 @@ def first_peak(r, g, lo=2.3, hi=3.3):
     return float(r[m][i]), float(g[m][i])
 
 
-BUDGET_MSG = "stopped by the time budget (--nve-timeout)"
 BUDGET_PREFIX = "stopped by the time budget"   # also a run stopped by hand: STOPPED_BY_BUDGET written first
+BUDGET_MSG = BUDGET_PREFIX + " (--nve-timeout)"
 
 
 def analyse_nve(run_dir, natoms, text, failed=None):
@@ -376,6 +377,9 @@ def analyse_nve(run_dir, natoms, text, failed=None):
     lost atoms after the trajectory blew up); the energies written up to then are analysed,
     the fix's end-of-run values and the run-averaged RDF do not exist."""
     res = {"failed": failed, "budget": failed is not None and failed.startswith(BUDGET_PREFIX)}
+    # what ended the run early, for tables and plot labels: "", "time budget", "lost atoms", "LAMMPS error"
+    res["stopped_by"] = ("" if failed is None else "time budget" if res["budget"]
+                         else "lost atoms" if "Lost atoms" in failed else "LAMMPS error")
     e = load_table(os.path.join(run_dir, "energy.txt"))    # step, pe, ke, temp
     if e.ndim != 2 or len(e) < 3:
         raise ValueError("fewer than 3 energy samples")
@@ -707,7 +711,7 @@ def main():
                      f"{r['temp_max']:.1f}", f"{r['fix_slope']:.5f}", f"{r['own_slope']:.5f}", f"{r['own_slope_se']:.5f}",
                      f"{r['fix_ratio']:.4f}", f"{r['own_ratio']:.4f}", f"{r['fix_rms']:.5f}", f"{r['own_rms']:.5f}",
                      f"{r['ke_std']:.4f}", "no" if r["unstable"] else "yes", f"{r['t_blowup']:.3f}", f"{r['pre_slope']:.5f}",
-                     "time budget" if r["budget"] else ("LAMMPS error" if r["failed"] else "")])
+                     r["stopped_by"]])
     nve_header = ["atoms", "mode", "steps", "ps", "T_mean_K", "T_min_K", "T_max_K", "drift_fix_meV_atom_ps",
                   "drift_fit_meV_atom_ps", "drift_fit_stderr", "drift_over_kestd_fix", "drift_over_kestd_fit",
                   "etot_rms_fix_meV_atom", "etot_rms_fit_meV_atom", "ke_std_meV_atom", "stable",
@@ -780,8 +784,7 @@ def main():
                     y = 1000.0 * (r["etot"][:k] - r["etot"][0])
                     slope = r["pre_slope"] if k < len(r["t"]) else r["own_slope"]
                     note = (f", T > 1000 K at {r['t_blowup']:.2f} ps" if k < len(r["t"]) else "") + \
-                           (f", stopped at {r['ps']:.2f} ps ({'time budget' if r['budget'] else 'lost atoms'})"
-                            if r.get("failed") else "")
+                           (f", stopped at {r['ps']:.2f} ps ({r['stopped_by']})" if r["stopped_by"] else "")
                     curves.append((mode, r["t"][:k], y, k < len(r["t"]), f"{mode} ({slope:+.3f} meV/atom/ps{note})"))
             smallest = min((float(np.max(np.abs(c[2]))) for c in curves), default=0.0)
             for row, keep in ((0, lambda c: True), (1, lambda c: float(np.max(np.abs(c[2]))) <= 10.0 * max(smallest, 1e-6))):
@@ -838,7 +841,7 @@ def main():
                 axes[1][col].plot(res["x"], res["mismatch"], color=colors[mode], lw=1, label=mode)
             for row in (0, 1):
                 ax = axes[row][col]
-                ax.axvspan(res["x"][-1], SCAN_FAR, color="0.92", lw=0)
+                ax.axvspan(SCAN_XMIN, SCAN_FAR, color="0.92", lw=0)
                 ax.set_xlabel("O-O distance (A)")
                 legend(ax, 8)
             axes[0][col].set_ylabel("E(x) - E(3.6 A) (eV)")
@@ -987,7 +990,7 @@ def main():
         oo_closest = f" (the fp32 runs of this report: g_OO < 0.01 below {min(closest):.3f} A, the bin centre)" if closest else ""
         md.append("## Close-approach scan: are the forces the gradient of the energy?\n")
         md.append("Two water molecules, molecule 2 moved rigidly along the O-O axis from 3.6 A to "
-                  f"{SCAN_X0 - SCAN_DX * (SCAN_N - 1):.2f} A in {SCAN_DX} A steps, one `run 0` per point (runs/scan-*). "
+                  f"{SCAN_XMIN:.2f} A in {SCAN_DX} A steps, one `run 0` per point (runs/scan-*). "
                   "'unaccounted' = max over the path of |E(x) - E(3.6 A) - work of the force on molecule 2| "
                   "(trapezoid rule; a conservative force field gives only the rule's O(dx^2) error, so fp32 shows "
                   f"that floor). The region below O-O {SCAN_FAR} A (grey in scan.png) is not visited by liquid water at "
