@@ -920,7 +920,9 @@ def main():
 
     # report.md ------------------------------------------------------------------------
     head = sh("git rev-parse --short HEAD", cwd=ROOT)
-    dirty = " (working tree has uncommitted changes)" if sh("git status --porcelain --untracked-files=no", cwd=ROOT) else ""
+    # the report's own files may be tracked (a committed report regenerated in place): not the code's state
+    dirty = " (working tree has uncommitted changes)" if sh(
+        "git status --porcelain --untracked-files=no -- . " + shlex.quote(":(exclude)" + os.path.relpath(out, ROOT)), cwd=ROOT) else ""
     lmp_version = ""
     for (size, mode), _ in nve.items():
         txt = open(os.path.join(runs_dir, f"nve-{size}-{mode}", "log.lammps")).read()
