@@ -3,9 +3,10 @@
 
 #include <sstream>
 
+#include "qnn/engine/compressed_engine.hpp"
 #include "qnn/error.hpp"
 #include "qnn/int_gemm.hpp"
-#include "qnn/qengine.hpp"
+#include "qnn/qengine.hpp"  // layer_exec
 
 namespace qnn {
 
@@ -104,19 +105,30 @@ class FloatEvaluator final : public Evaluator {
   Mode mode_;
 };
 
-class IntegerEvaluator final : public Evaluator {
+// Engine v2: fp32, weight-only (float fitting GEMMs), int8 and mixed (int8 fitting layers),
+// all with the tabulated embedding.
+class CompressedEvaluator final : public Evaluator {
  public:
-  IntegerEvaluator(const Model& m, Mode mode, ExecSpace space)
-      : engine_(m, mode == Mode::Int8, space), mode_(mode) {}
+  CompressedEvaluator(const Model& m, Mode mode, ExecSpace space)
+      : engine_(m, options(mode), space), mode_(mode) {}
   void compute(const NeighborGraph& g, EvalResult& out, const EvalOptions& opt) override {
     engine_.compute(g, out, opt);
   }
   Mode mode() const override { return mode_; }
   const Model& model() const override { return engine_.model(); }
-  std::string describe() const override { return engine_.describe(); }
+  std::string describe() const override {
+    return std::string(to_string(mode_)) + ": compressed engine: " + engine_.describe();
+  }
 
  private:
-  QEngine engine_;
+  static CompressedOptions options(Mode mode) {
+    CompressedOptions o;
+    o.fit = mode == Mode::Int8    ? FitPrecision::Int8
+            : mode == Mode::Mixed ? FitPrecision::Mixed
+                                  : FitPrecision::Float;
+    return o;
+  }
+  CompressedEngine engine_;
   Mode mode_;
 };
 
@@ -126,9 +138,7 @@ std::unique_ptr<Evaluator> make_evaluator(const Model& m, Mode mode, ExecSpace s
   const std::string why = mode_unsupported_reason(m, mode);
   if (!why.empty()) throw Error(why);
   if (mode == Mode::FP64) return std::make_unique<FloatEvaluator<double>>(m, mode, space);
-  if (mode == Mode::FP32 || mode == Mode::WeightOnly)
-    return std::make_unique<FloatEvaluator<float>>(m, mode, space);
-  return std::make_unique<IntegerEvaluator>(m, mode, space);
+  return std::make_unique<CompressedEvaluator>(m, mode, space);
 }
 
 }  // namespace qnn

@@ -1,0 +1,102 @@
+// Internal interface between the compressed engine (compressed_engine.cpp) and its per-block
+// kernel, compiled once per instruction set (block_kernel_<isa>.cpp from
+// block_kernel_impl.hpp) and picked at run time. Plain data only.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "qnn/int_gemm.hpp"
+
+namespace qnn::v2 {
+
+inline constexpr int kBlockAtoms = 32;  // centres per block (GEMM rows)
+inline constexpr int kColPad = 64;      // activation/weight widths padded to this
+
+inline int pad_cols(int n) { return (n + kColPad - 1) / kColPad * kColPad; }
+
+// One hidden layer of a fitting net: y = residual(x, tanh(x·W + b)).
+struct FitLayer {
+  int in = 0, out = 0;      // true widths
+  int in_p = 0, out_p = 0;  // padded (kColPad) widths: strides of activations
+  int residual = 0;         // static_cast<int>(Residual)
+  int tanh = 1;
+  const float* w = nullptr;   // (in, out_p) row-major, zero-padded columns
+  const float* wt = nullptr;  // (out, in_p) row-major: W^T for the backward pass
+  const float* b = nullptr;   // (out_p)
+  const float* dt = nullptr;  // (out_p) Timestep residual, else nullptr
+  // int8 (w8a8) execution, when pk != nullptr
+  const igemm::PackedB* pk = nullptr;   // W (in, out) as int8
+  const igemm::PackedB* pkt = nullptr;  // W^T (out, in) as int8
+  float act_scale = 0.0f;               // static input scale
+  float inv_act_scale = 0.0f;
+  const float* zscale = nullptr;  // (out_p) act_scale * weight_scale[o]
+  const float* wscale = nullptr;  // (out_p) weight_scale[o]
+};
+
+struct FitNet {
+  int nlayers = 0;
+  const FitLayer* layers = nullptr;
+  const float* w_out = nullptr;  // (last width) output layer weights
+  double b_out = 0.0;            // output layer bias + energy bias of the species
+};
+
+struct TableZone {
+  double lo, inv_h1, mid, inv_h2;
+  int n1, n2;
+};
+
+struct ModelArgs {
+  int S = 0, m1 = 0, m1p = 0, m2 = 0;
+  int k0 = 0, k0_p = 0;  // descriptor width M1*M2 and its padded stride
+  double rc = 0, rs = 0, inv_nc = 0;
+  const double* mean_s = nullptr;  // (S*S) [centre][neighbour]
+  const double* inv_std_s = nullptr;
+  const double* inv_std_r = nullptr;
+  const TableZone* zones = nullptr;  // (S) per neighbour species
+  const float* coef = nullptr;       // (S, n1+n2, 6, m1p)
+  double s_fast = 0;        // edges with s <= s_fast take the vectorised int32 path
+  double t_scale = 0;       // fixed-point scale of the descriptor terms G·R̂
+  const FitNet* fit = nullptr;  // (S)
+  int max_width_p = 0;      // largest padded activation width of any fitting layer (k0_p incl.)
+  int max_out_p = 0;        // largest padded hidden width
+  int max_layers = 0;
+};
+
+struct GraphArgs {
+  int nlocal = 0, ntotal = 0;
+  const int* offsets = nullptr;
+  const int* neighbors = nullptr;
+  const double* pos = nullptr;
+  const int* species = nullptr;
+};
+
+struct OutArgs {
+  std::int64_t* force = nullptr;   // (ntotal, 3), kV2ForceGrid units
+  std::int64_t* vatom = nullptr;   // (ntotal, 6) or nullptr
+  std::int64_t* eatom = nullptr;   // (nlocal), kV2EnergyGrid units
+  bool atomic = false;             // more than one thread: scatter with atomic adds
+};
+
+// Per-thread scratch: sizes from scratch_floats(); all pointers 64-byte aligned.
+std::size_t scratch_bytes(const ModelArgs& m);
+
+struct BlockResult {
+  std::int64_t virial[6] = {0, 0, 0, 0, 0, 0};
+  double min_distance = 1e300;  // smallest active r seen
+  int bad = 0;                  // a non-finite or out-of-grid value was produced
+};
+
+// Processes centres atoms[0..n) (all of species c, n <= kBlockAtoms).
+using BlockFn = void (*)(const ModelArgs&, const GraphArgs&, const OutArgs&, const int* atoms,
+                         int n, int c, void* scratch, BlockResult& res);
+
+void block_generic(const ModelArgs&, const GraphArgs&, const OutArgs&, const int*, int, int,
+                   void*, BlockResult&);
+void block_avx2(const ModelArgs&, const GraphArgs&, const OutArgs&, const int*, int, int, void*,
+                BlockResult&);
+void block_avx512(const ModelArgs&, const GraphArgs&, const OutArgs&, const int*, int, int,
+                  void*, BlockResult&);
+bool avx2_compiled();
+bool avx512_compiled();
+
+}  // namespace qnn::v2
