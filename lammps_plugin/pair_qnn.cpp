@@ -91,40 +91,94 @@ void PairQNN::settings(int narg, char **arg)
   if (!mode_arg.empty()) {
     try {
       mode = qnn::parse_mode(mode_arg);
-    } catch (const qnn::Error &e) {
+    } catch (const std::exception &e) {
       error->all(FLERR, "pair_style qnn: {}", e.what());
     }
   }
 
+  // Every call into the core is guarded here, at the plugin's boundary: a qnn::Error (or any
+  // other exception of the core) becomes one LAMMPS error naming the file. No error->all()
+  // inside a try block, so LAMMPS's own exception is never caught here.
   delete impl;
   impl = nullptr;
   qnn::Model model = qnn_plugin::read_model_all_ranks(lmp, model_path, "pair_style qnn");
   if (mode_arg.empty()) {
     try {
       mode = qnn::default_mode(model);
-    } catch (const qnn::Error &e) {
+    } catch (const std::exception &e) {
       error->all(FLERR, "pair_style qnn: {}: default mode: {}; choose one with 'mode ...'", model_path,
                  e.what());
     }
   }
-  const std::string why = qnn::mode_unsupported_reason(model, mode);
+  std::string why;
+  try {
+    why = qnn::mode_unsupported_reason(model, mode);
+  } catch (const std::exception &e) {
+    why = e.what();
+  }
   if (!why.empty())
     error->all(FLERR, "pair_style qnn: {} cannot run in mode {}: {}", model_path, qnn::to_string(mode), why);
 
   impl = new QNNImpl;
   impl->model = std::move(model);
   impl->mode_name = qnn::to_string(mode);
+  std::string failure, summary;
   try {
     qnn::ensure_kokkos_initialized(nthreads);
     impl->evaluator = qnn::make_evaluator(impl->model, mode, qnn::ExecSpace::OpenMP);
-  } catch (const qnn::Error &e) {
-    error->all(FLERR, "pair_style qnn: {} in mode {}: {}", model_path, qnn::to_string(mode), e.what());
+    summary = qnn::describe(impl->model);
+  } catch (const std::exception &e) {
+    failure = e.what();
+  }
+  if (!failure.empty()) {
+    delete impl;
+    impl = nullptr;
+    error->all(FLERR, "pair_style qnn: {} in mode {}: {}", model_path, qnn::to_string(mode), failure);
   }
   cutoff = impl->model.rcut;
   if (comm->me == 0)
-    utils::logmesg(lmp, "pair_style qnn: loaded {}\n{}pair_style qnn: mode {}{}: {}\n", model_path,
-                   qnn::describe(impl->model), qnn::to_string(mode), mode_arg.empty() ? " (the file's default)" : "",
-                   impl->evaluator->describe());
+    utils::logmesg(lmp, "pair_style qnn: loaded {}\n{}pair_style qnn: mode {}{}: {}\n", model_path, summary,
+                   qnn::to_string(mode), mode_arg.empty() ? " (the file's default)" : "", impl->evaluator->describe());
+  // A pair_style qnn that replaces an earlier one keeps LAMMPS's pair_coeff settings: map the
+  // elements of that pair_coeff onto the new model's species (its order may differ).
+  remap_species();
+}
+
+/* ----------------------------------------------------------------------
+   after a re-definition of pair_style qnn: the element names of the last pair_coeff mapped
+   onto the new model's species, or, when the new model lacks one of them, every pair coeff
+   unset (init_one then demands a new pair_coeff)
+------------------------------------------------------------------------- */
+
+void PairQNN::remap_species()
+{
+  if (type_elements.empty() || !allocated) return;
+  std::vector<int> remapped(type_elements.size(), -1);
+  std::string mapping, missing;
+  for (std::size_t t = 1; t < type_elements.size(); t++) {
+    const std::string &name = type_elements[t];
+    if (name == "NULL") {
+      mapping += fmt::format(" {}->NULL", t);
+      continue;
+    }
+    remapped[t] = impl->model.species_index(name);
+    if (remapped[t] < 0) missing += (missing.empty() ? "" : ", ") + name;
+    mapping += fmt::format(" {}->{}", t, name);
+  }
+  if (missing.empty()) {
+    type2species = remapped;
+    if (comm->me == 0)
+      utils::logmesg(lmp, "pair_style qnn: type mapping of the previous pair_coeff applied to {}:{}\n", model_path,
+                     mapping);
+    return;
+  }
+  type2species.clear();
+  type_elements.clear();
+  for (int i = 1; i <= atom->ntypes; i++)
+    for (int j = i; j <= atom->ntypes; j++) setflag[i][j] = 0;
+  if (comm->me == 0)
+    error->warning(FLERR, "pair_style qnn: {} has no species {} of the previous pair_coeff; give a new "
+                          "'pair_coeff * * <elements>'", model_path, missing);
 }
 
 /* ----------------------------------------------------------------------
@@ -144,10 +198,12 @@ void PairQNN::coeff(int narg, char **arg)
     error->all(FLERR, "pair_coeff qnn must start with '* *', e.g. 'pair_coeff * * O H'");
 
   type2species.assign(atom->ntypes + 1, -1);
+  type_elements.assign(atom->ntypes + 1, "");
   std::string mapping;
   for (int t = 1; t <= atom->ntypes; t++) {
     const std::string name = arg[1 + t];
     if (name == "NULL") {
+      type_elements[t] = name;
       mapping += fmt::format(" {}->NULL", t);
       continue;
     }
@@ -159,6 +215,7 @@ void PairQNN::coeff(int narg, char **arg)
                  name, t, model_path, known);
     }
     type2species[t] = s;
+    type_elements[t] = name;
     mapping += fmt::format(" {}->{}", t, name);
   }
   map_element2type(narg - 2, arg + 2);
@@ -169,6 +226,9 @@ void PairQNN::coeff(int narg, char **arg)
 
 void PairQNN::init_style()
 {
+  if (!impl)
+    error->all(FLERR, "pair_style qnn has no model: the last 'pair_style qnn' command failed; repeat it "
+                      "with a valid model file");
   if (strcmp(update->unit_style, "metal") != 0)
     error->all(FLERR, "pair_style qnn models use 'units metal' (eV, Angstrom); the input uses 'units {}'",
                update->unit_style);

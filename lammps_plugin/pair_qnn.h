@@ -44,11 +44,13 @@ class PairQNN : public Pair {
   struct QNNImpl *impl;            // core model, engine and graph buffers (no qnn headers here)
   std::string model_path;
   std::vector<int> type2species;   // (ntypes + 1) model species of each LAMMPS type, -1 for NULL
+  std::vector<std::string> type_elements;  // (ntypes + 1) element names of the last pair_coeff
   double cutoff;
   int nthreads;
   int reverse_vatom;               // reverse communication carries vatom too (newton off)
 
   void allocate();
+  void remap_species();
 };
 
 }    // namespace LAMMPS_NS

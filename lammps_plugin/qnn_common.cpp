@@ -22,7 +22,7 @@ qnn::Model qnn_plugin::read_model_all_ranks(LAMMPS *lmp, const std::string &path
   if (lmp->comm->me == 0) {
     try {
       bytes = qnn::read_file_bytes(path);
-    } catch (const qnn::Error &e) {
+    } catch (const std::exception &e) {  // qnn::Error, or std::bad_alloc
       read_error = e.what();
     }
   }
@@ -37,11 +37,17 @@ qnn::Model qnn_plugin::read_model_all_ranks(LAMMPS *lmp, const std::string &path
   MPI_Bcast(&nbytes, 1, MPI_LMP_BIGINT, 0, world);
   bytes.resize(nbytes);
   if (nbytes > 0) MPI_Bcast(bytes.data(), (int) nbytes, MPI_CHAR, 0, world);
+  // parse_model throws only qnn::Error (with the file named); anything else (std::bad_alloc)
+  // is reported the same way, once, through LAMMPS.
   qnn::Model model;
+  std::string parse_error;
   try {
     model = qnn::parse_model(bytes, path);
   } catch (const qnn::Error &e) {
-    lmp->error->all(FLERR, "{}: {}", who, e.what());
+    parse_error = e.what();
+  } catch (const std::exception &e) {
+    parse_error = path + ": " + e.what();
   }
+  if (!parse_error.empty()) lmp->error->all(FLERR, "{}: {}", who, parse_error);
   return model;
 }

@@ -8,6 +8,33 @@
 
 namespace qnn {
 
+// Bounds the reader and Model::validate enforce (docs/format.md, "Limits"). A file outside them
+// is refused with an error naming the key; all size arithmetic is done in 64 bits against them.
+namespace limits {
+constexpr std::uint64_t kMaxFileBytes = std::uint64_t(1) << 30;    // whole .qnn file (1 GiB)
+constexpr std::uint64_t kMaxHeaderBytes = std::uint64_t(16) << 20; // JSON header (16 MiB)
+constexpr int kMaxJsonDepth = 64;            // nesting of arrays/objects in the header
+constexpr int kMaxSpecies = 128;
+constexpr std::size_t kMaxSpeciesName = 32;  // characters of an element name
+constexpr double kMaxRcut = 20.0;            // Å
+constexpr int kMaxSel = 10000;               // per species; sel >= 0
+constexpr int kMaxLayers = 16;               // entries of embed_widths and of fit_widths
+constexpr int kMaxEmbedWidth = 1024;
+constexpr int kMaxFitWidth = 4096;
+constexpr std::int64_t kMaxDescriptorDim = 65536;  // M1 * axis_neuron (<= M1 <= kMaxEmbedWidth)
+constexpr double kMinNeighborNorm = 1.0, kMaxNeighborNorm = 1e5;
+constexpr double kMinStd = 1e-3, kMaxStd = 1e3;  // std_s, std_r (so 1/std <= 1000)
+constexpr double kMaxAbsMean = 1e3;              // mean_s
+constexpr double kMaxAbsParameter = 1e6;         // weights (dequantized), biases, dt
+constexpr double kMaxAbsEnergyBias = 1e6;        // eV per atom
+constexpr double kMinScale = 1e-12, kMaxScale = 1e6;  // weight_scale, act_scale, out_scale (> 0)
+// Range check: worst-case magnitudes of every activation, of the descriptor, of the energy and
+// of its gradient, for neighbours at distances down to kRangeMinDistance (s = 1/r up to 1e4),
+// stay below kMaxRangeBound (float32 overflows at 3.4e38).
+constexpr double kRangeMinDistance = 1e-4;  // Å
+constexpr double kMaxRangeBound = 1e30;
+}  // namespace limits
+
 enum class Activation { Tanh, Linear };
 const char* to_string(Activation a);
 Activation activation_from_string(const std::string& s);  // throws qnn::Error
@@ -84,16 +111,31 @@ struct Model {
                            int axis_neuron, const std::vector<int>& fit_widths, bool resnet_dt,
                            std::uint64_t seed);
 
-  // Checks every shape and value against the architecture; throws qnn::Error naming `what`.
+  // Checks every shape and value against the architecture and the bounds of qnn::limits,
+  // then the range check (check_range); throws qnn::Error naming `what`.
   void validate(const std::string& what = "model") const;
+  // Worst-case forward and gradient magnitudes of the networks on the inputs the statistics
+  // allow (docs/format.md, "Limits"); throws qnn::Error naming `what` when one could overflow.
+  void check_range(const std::string& what = "model") const;
 };
 
 Model read_model(const std::string& path);               // throws qnn::Error naming the file
 // The same from the file's bytes (e.g. read on one MPI rank and broadcast); `path` names it
-// in errors. read_file_bytes throws qnn::Error when the file cannot be read.
+// in errors. Never throws anything but qnn::Error, whatever the bytes.
 Model parse_model(const std::vector<char>& bytes, const std::string& path);
+// The bytes of a regular file of at most limits::kMaxFileBytes; throws qnn::Error naming the
+// file for a missing or unreadable file, a directory, FIFO, device or socket, or a larger file.
 std::vector<char> read_file_bytes(const std::string& path);
-void write_model(const Model& model, const std::string& path);  // atomic (temp file + rename)
+void write_model(const Model& model, const std::string& path);  // atomic: write_file_atomic
+// Writes `bytes` to a unique temporary file beside `path` (PATH.tmp.XXXXXX), fsyncs it,
+// renames it over `path` and fsyncs the directory: `path` is the old file or the new one,
+// never a partial one, even on a crash or a signal. Throws qnn::Error naming `path` (a
+// directory, a missing or read-only directory, a full disk) and leaves no temporary behind.
+void write_file_atomic(const std::string& path, const std::vector<char>& bytes);
+// Throws qnn::Error (prefixed by `what`, e.g. "-o OUT.qnn") unless `path` can be written by
+// write_file_atomic: it is not a directory and its directory exists and is writable. For
+// command-line tools, to refuse a bad output path before the work.
+void check_output_path(const std::string& path, const std::string& what);
 
 // Human-readable summary: architecture, species, cutoff, parameter count, per-layer precision.
 std::string describe(const Model& model);
