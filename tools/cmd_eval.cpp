@@ -71,9 +71,26 @@ nlohmann::json num(double v) { return std::isnan(v) ? nlohmann::json(nullptr) : 
 
 using ComputeFn = std::function<void(const NeighborGraph&, EvalResult&, const EvalOptions&)>;
 
+// No silent NaN: a non-finite energy or force stops the evaluation, naming the frame and atom.
+void check_finite(const std::string& model, const std::string& mode, const std::string& frame, double energy,
+                  const std::vector<double>& force) {
+  const std::string where = model + " (mode " + mode + ") on frame " + frame;
+  if (!std::isfinite(energy)) {
+    throw Error(where + ": the predicted energy is " + std::to_string(energy) +
+                "; the model or the configuration is outside the range the engine can represent");
+  }
+  for (std::size_t k = 0; k < force.size(); ++k) {
+    if (!std::isfinite(force[k])) {
+      throw Error(where + ": the predicted force on atom " + std::to_string(k / 3 + 1) + " is " + std::to_string(force[k]) +
+                  "; the model or the configuration is outside the range the engine can represent");
+    }
+  }
+}
+
 // Evaluates every frame in the requested mode and prints/writes the report.
 void run_eval(const EvalArgs& a) {
   const auto t0 = std::chrono::steady_clock::now();
+  if (!a.json_out.empty()) check_output_path(a.json_out, "--json " + a.json_out);
   ensure_kokkos_initialized(a.threads);
   Model model = read_model(a.model);
   const Mode mode = a.mode == "auto" ? default_mode(model) : parse_mode(a.mode);
@@ -114,6 +131,7 @@ void run_eval(const EvalArgs& a) {
       NeighborGraph g = build_periodic_graph(sys.cell(f), sys.positions(f), sys.species, model.rcut);
       compute(g, res, eopt);
       std::vector<double> force = fold_ghost_forces(g, res.force);  // (natoms, 3)
+      check_finite(a.model, to_string(mode), sys.frame_label(f), res.energy, force);
       const std::vector<double> fref = sys.forces(f);                 // (natoms, 3)
       const double de = (res.energy - sys.energy[static_cast<std::size_t>(f)]) / sys.natoms;
       total.add_frame(de);
@@ -133,6 +151,7 @@ void run_eval(const EvalArgs& a) {
       if (ref_engine) {
         ref_engine->compute(g, ref_res, eopt);
         const std::vector<double> fr = fold_ghost_forces(g, ref_res.force);
+        check_finite(a.reference, "fp64", sys.frame_label(f), ref_res.energy, fr);
         vs_ref.add_frame((res.energy - ref_res.energy) / sys.natoms);
         for (std::size_t k = 0; k < fr.size(); ++k) vs_ref.add_force(force[k] - fr[k]);
       }
@@ -217,10 +236,8 @@ void run_eval(const EvalArgs& a) {
     for (const FrameError& w : worst) j["worst_frames"].push_back(frame_json(w));
     j["per_frame"] = nlohmann::json::array();
     for (const FrameError& f : frames) j["per_frame"].push_back(frame_json(f));
-    std::ofstream out(a.json_out);
-    if (!out) throw Error(a.json_out + ": cannot write the JSON report");
-    out << j.dump(2) << "\n";
-    if (!out) throw Error(a.json_out + ": error writing the JSON report");
+    const std::string text = j.dump(2) + "\n";
+    write_file_atomic(a.json_out, std::vector<char>(text.begin(), text.end()));
     std::printf("\nwrote %s\n", a.json_out.c_str());
   }
 }

@@ -111,6 +111,8 @@ void register_qat(CLI::App& app) {
       throw Error("qnn qat: give a config file, or at least --fp32, --init and --data (see `qnn qat --help`)");
     }
     libtorch::QatConfig cfg = build_config(*a);
+    const std::string out = cfg.train.output_path(cfg.train.model_file);
+    if (fs::is_directory(out)) throw Error("the output model " + out + " is a directory; give a file name");
     libtorch::qat(cfg, a->run);
   });
 }

@@ -66,6 +66,11 @@ void run_quantize(const QuantizeArgs& a) {
   if (!a.search && (a.max_force_dev > 0 || a.max_size_ratio > 0 || !a.pareto_out.empty()))
     throw Error("--max-force-dev, --max-size-ratio and --pareto apply to --search only");
   if (a.search && !a.plan.empty()) throw Error("--plan and --search exclude each other");
+  // Output paths are checked before the work, not after it.
+  if (!a.out.empty()) check_output_path(a.out, "-o " + a.out);
+  else check_output_path(default_output(a.model, "int8"), "the default output beside " + a.model);
+  if (!a.save_plan.empty()) check_output_path(a.save_plan, "--save-plan " + a.save_plan);
+  if (!a.pareto_out.empty()) check_output_path(a.pareto_out, "--pareto " + a.pareto_out);
   {
     std::error_code ec0;
     if (!a.out.empty() && std::filesystem::equivalent(a.out, a.model, ec0))

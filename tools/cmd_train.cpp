@@ -4,6 +4,7 @@
 #include <string>
 
 #include "commands.hpp"
+#include "qnn/error.hpp"
 #include "run_flags.hpp"
 #include "torch/trainer.hpp"
 
@@ -30,6 +31,8 @@ void register_train(CLI::App& app) {
   sub->callback([args] {
     libtorch::TrainConfig cfg = libtorch::read_train_config(args->config);
     if (!args->output_dir.empty()) cfg.output_dir = std::filesystem::absolute(args->output_dir).lexically_normal().string();
+    const std::string out = cfg.output_path(cfg.model_file);
+    if (std::filesystem::is_directory(out)) throw Error("the output model " + out + " is a directory; give a file name");
     libtorch::train(cfg, args->run);
   });
 }

@@ -151,19 +151,15 @@ std::string sci(double v) {
 
 // The learning curve as CSV.
 void write_curve_csv(const std::string& path, const std::vector<CurvePoint>& curve) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    if (!out) throw Error(path + ": cannot write the learning curve");
-    out << "step,lr,pref_e,pref_f,loss,train_e_rmse_meV_atom,train_f_rmse_meV_A,val_e_rmse_meV_atom,val_f_rmse_meV_A,wall_s\n";
-    out << std::setprecision(9);
-    for (const CurvePoint& c : curve) {
-      out << c.step << ',' << c.lr << ',' << c.pref_e << ',' << c.pref_f << ',' << c.loss << ',' << c.train_e_rmse
-          << ',' << c.train_f_rmse << ',' << c.val_e_rmse << ',' << c.val_f_rmse << ',' << c.wall_s << '\n';
-    }
-    if (!out) throw Error(path + ": error writing the learning curve");
+  std::ostringstream out;
+  out << "step,lr,pref_e,pref_f,loss,train_e_rmse_meV_atom,train_f_rmse_meV_A,val_e_rmse_meV_atom,val_f_rmse_meV_A,wall_s\n";
+  out << std::setprecision(9);
+  for (const CurvePoint& c : curve) {
+    out << c.step << ',' << c.lr << ',' << c.pref_e << ',' << c.pref_f << ',' << c.loss << ',' << c.train_e_rmse
+        << ',' << c.train_f_rmse << ',' << c.val_e_rmse << ',' << c.val_f_rmse << ',' << c.wall_s << '\n';
   }
-  fs::rename(tmp, path);
+  const std::string text = out.str();
+  write_file_atomic(path, std::vector<char>(text.begin(), text.end()));
 }
 
 // Single-quoted for /bin/sh.
@@ -227,9 +223,10 @@ void save_checkpoint(const std::string& path, Se2aModule& module, torch::optim::
                {"cursor", st.cursor},     {"wall_s", st.wall_s},    {"curve", curve_to_json(st.curve)},
                {"signature", signature}};
   ar.write("qnn_train_state", c10::IValue(meta.dump()));
-  const std::string tmp = path + ".tmp";
-  ar.save_to(tmp);
-  fs::rename(tmp, path);
+  std::ostringstream bytes;
+  ar.save_to(bytes);
+  const std::string b = bytes.str();
+  write_file_atomic(path, std::vector<char>(b.begin(), b.end()));
 }
 
 // Restores what save_checkpoint wrote; the config must match the checkpoint's.
