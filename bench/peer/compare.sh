@@ -162,8 +162,11 @@ CPU_FLAGS=$(grep -m1 -o -w 'avx512_vnni\|avx512f\|avx2\|avx_vnni' /proc/cpuinfo 
 
 # ------------------------------------------------------------------ 3. runs and table
 mkdir -p "$OUT"
+# A snapshot of the plugin, so that a rebuild of $BUILD during the runs cannot mix two versions.
+cp "$BUILD/qnnplugin.so" "$OUT/qnnplugin.so"
+PLUGIN_INFO="$(date -r "$BUILD/qnnplugin.so" '+%Y-%m-%d %H:%M'), sha256 $(sha256sum "$OUT/qnnplugin.so" | cut -c1-12), copied to $OUT/qnnplugin.so"
 exec "$PY" "$HERE/compare.py" --root "$ROOT" --out "$OUT" --sizes "$SIZES" --repeats "$REPEATS" \
-  --qnn "$QNN_LIST" --qnn-lmp "$QNN_LMP" --qnn-plugin "$BUILD/qnnplugin.so" --mpirun "${MPIRUN:-mpirun}" \
+  --qnn "$QNN_LIST" --qnn-lmp "$QNN_LMP" --qnn-plugin "$OUT/qnnplugin.so" --mpirun "${MPIRUN:-mpirun}" \
   --np2-atoms "$NP2" --dp-lmp "$DP_LMP" --dp-models "$DP_MODELS" --steps "$STEPS" \
   --command "$CMDLINE" \
-  --meta "DeePMD-kit version=$DP_VERSION (TensorFlow $TF_VERSION), se_e2_a of potentials/water-se2a.train.json's architecture, $TRAIN_STEPS training steps, \`dp --tf freeze\` + \`dp --tf compress\` (defaults), $MODELS;CPU flags=${CPU_FLAGS:-?}"
+  --meta "DeePMD-kit version=$DP_VERSION (TensorFlow $TF_VERSION), se_e2_a of potentials/water-se2a.train.json's architecture, $TRAIN_STEPS training steps, \`dp --tf freeze\` + \`dp --tf compress\` (defaults), $MODELS;qnn plugin=$BUILD/qnnplugin.so built $PLUGIN_INFO;CPU flags=${CPU_FLAGS:-?}"
