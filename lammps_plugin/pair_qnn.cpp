@@ -234,6 +234,7 @@ void PairQNN::init_style()
                update->unit_style);
   if (atom->tag_enable == 0) error->all(FLERR, "pair_style qnn requires atom IDs (atom_modify id yes)");
   neighbor->add_request(this, NeighConst::REQ_FULL);
+  if (impl) impl->topology_valid = false;  // type map or atoms may have changed since the last run
 }
 
 double PairQNN::init_one(int i, int j)
@@ -259,45 +260,51 @@ void PairQNN::compute(int eflag, int vflag)
   const int *ilist = list->ilist;
   const int *numneigh = list->numneigh;
   int **firstneigh = list->firstneigh;
-  const double rc2 = cutoff * cutoff;
 
-  // Graph atoms: the centres first (ilist order), then every neighbour as it is met.
+  // Topology: rebuilt only when LAMMPS rebuilt its neighbour list (or the atom counts
+  // changed); graph atoms are the centres (ilist order), then every neighbour as it is met.
+  // Edges are the whole list (cutoff + skin): the engine skips pairs beyond the cutoff.
   qnn::NeighborGraph &g = impl->graph;
-  impl->atom2graph.assign(nall, -1);
-  impl->graph2atom.clear();
-  g.offsets.assign(1, 0);
-  g.neighbors.clear();
-  for (int ii = 0; ii < inum; ii++) {
-    const int i = ilist[ii];
-    if (type2species[type[i]] < 0) continue;
-    impl->atom2graph[i] = (int) impl->graph2atom.size();
-    impl->graph2atom.push_back(i);
-  }
-  g.nlocal = (int) impl->graph2atom.size();
-  for (int ii = 0; ii < inum; ii++) {
-    const int i = ilist[ii];
-    if (type2species[type[i]] < 0) continue;
-    const int *jlist = firstneigh[i];
-    for (int jj = 0; jj < numneigh[i]; jj++) {
-      const int j = jlist[jj] & NEIGHMASK;
-      if (type2species[type[j]] < 0) continue;
-      const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
-      if (dx * dx + dy * dy + dz * dz >= rc2) continue;
-      if (impl->atom2graph[j] < 0) {
-        impl->atom2graph[j] = (int) impl->graph2atom.size();
-        impl->graph2atom.push_back(j);
-      }
-      g.neighbors.push_back(impl->atom2graph[j]);
+  const bool rebuild = !impl->topology_valid || neighbor->ago == 0 ||
+                       impl->topology_nall != nall || impl->topology_inum != inum;
+  if (rebuild) {
+    impl->atom2graph.assign(nall, -1);
+    impl->graph2atom.clear();
+    g.offsets.assign(1, 0);
+    g.neighbors.clear();
+    for (int ii = 0; ii < inum; ii++) {
+      const int i = ilist[ii];
+      if (type2species[type[i]] < 0) continue;
+      impl->atom2graph[i] = (int) impl->graph2atom.size();
+      impl->graph2atom.push_back(i);
     }
-    g.offsets.push_back((int) g.neighbors.size());
+    g.nlocal = (int) impl->graph2atom.size();
+    for (int ii = 0; ii < inum; ii++) {
+      const int i = ilist[ii];
+      if (type2species[type[i]] < 0) continue;
+      const int *jlist = firstneigh[i];
+      for (int jj = 0; jj < numneigh[i]; jj++) {
+        const int j = jlist[jj] & NEIGHMASK;
+        if (type2species[type[j]] < 0) continue;
+        if (impl->atom2graph[j] < 0) {
+          impl->atom2graph[j] = (int) impl->graph2atom.size();
+          impl->graph2atom.push_back(j);
+        }
+        g.neighbors.push_back(impl->atom2graph[j]);
+      }
+      g.offsets.push_back((int) g.neighbors.size());
+    }
+    g.ntotal = (int) impl->graph2atom.size();
+    g.positions.resize(3 * (size_t) g.ntotal);
+    g.species.resize(g.ntotal);
+    for (int a = 0; a < g.ntotal; a++) g.species[a] = type2species[type[impl->graph2atom[a]]];
+    impl->topology_valid = true;
+    impl->topology_nall = nall;
+    impl->topology_inum = inum;
   }
-  g.ntotal = (int) impl->graph2atom.size();
-  g.positions.resize(3 * (size_t) g.ntotal);
-  g.species.resize(g.ntotal);
   for (int a = 0; a < g.ntotal; a++) {
     const int i = impl->graph2atom[a];
     for (int d = 0; d < 3; d++) g.positions[3 * a + d] = x[i][d];
-    g.species[a] = type2species[type[i]];
   }
 
   // compute qnn/deviation instances that evaluate on this step (they need per-atom energies).

@@ -31,6 +31,11 @@ struct QNNImpl {
   std::vector<int> graph2atom;                  // (graph.ntotal) LAMMPS index of each graph atom
   std::vector<int> atom2graph;                  // (nall) graph index of each LAMMPS atom, -1 if absent
   bigint step = -1;                             // update->ntimestep of the last compute()
+  // Topology (graph atoms and edges) as of the last neighbour-list build; only positions
+  // are refreshed on the steps in between.
+  bool topology_valid = false;
+  int topology_nall = -1;
+  int topology_inum = -1;
 };
 
 namespace qnn_plugin {

@@ -521,8 +521,12 @@ TEST(Search, ChoosesAPlanWithinBudgetAndMarksTheParetoFront) {
       EXPECT_TRUE(dominated) << t.label;
     }
   }
-  // 4-bit layers are more sensitive than 8-bit ones.
-  for (std::size_t i = 0; i < r.sensitivity.size(); ++i) EXPECT_LE(r.sensitivity[i][1].f_ref, r.sensitivity[i][2].f_ref);
+  // 4-bit layers are more sensitive than 8-bit ones, up to the fp32 engine's own deviation
+  // from the reference (5%): a layer whose quantization is exact at both widths (the
+  // first embedding layer has one weight per output channel, and engine v2 tabulates the
+  // embedding, so its activation bits have no effect) differs only by that noise.
+  for (std::size_t i = 0; i < r.sensitivity.size(); ++i)
+    EXPECT_LE(r.sensitivity[i][1].f_ref, 1.05 * r.sensitivity[i][2].f_ref) << r.layers[i].name;
   const std::string md = pareto_markdown(s.m, r);
   EXPECT_NE(md.find("(chosen)"), std::string::npos);
 }

@@ -217,8 +217,8 @@ torch::Tensor Se2aModuleImpl::apply_net(const std::vector<TorchLayer>& net, torc
                           ? libtorch::fake_quant(L.weight, torch::exp(q.log_weight_scale), q.weight_bits, q.weight_grad_scale)
                           : L.weight;
     torch::Tensor z = torch::addmm(L.bias, x, w);               // (n, out)
-    const bool integer = q.weight_bits != 0 && q.act_bits != 0;  // the engine's table tanh
-    torch::Tensor a = L.activation == Activation::Tanh ? (integer ? table_tanh(z) : torch::tanh(z)) : z;
+    // Engine v2 evaluates tanh in float to ~2 ulp in every mode: no table tanh to simulate.
+    torch::Tensor a = L.activation == Activation::Tanh ? torch::tanh(z) : z;
     switch (L.residual) {  // the residual adds the input as the layer uses it
       case Residual::None: y = a; break;
       case Residual::Identity: y = x + a; break;
@@ -268,7 +268,10 @@ void Se2aModuleImpl::enable_fake_quant(const Model& plan, const FakeQuantOptions
         const double per_scale = static_cast<double>(P.in) * (qs.weight_scale.size() == 1 ? P.out : 1);
         q.weight_grad_scale = lsq_grad_scale(per_scale, qs.weight_bits);
       }
-      if (qs.act_bits != 0) {
+      // Engine v2 tabulates the embedding nets from their (quantized) weights: their
+      // activation bits and G's output scale have no effect there, so they are not simulated.
+      // The output layer (one energy) runs in double on its input as computed: not simulated.
+      if (qs.act_bits != 0 && !embed && l + 1 < layers.size()) {
         q.act_bits = qs.act_bits;
         q.log_act_scale = add(name + "_log_ascale", scalar(qs.act_scale), opt.learn_act_scales);
         q.act_grad_scale = lsq_grad_scale(P.in, qs.act_bits);
@@ -276,7 +279,7 @@ void Se2aModuleImpl::enable_fake_quant(const Model& plan, const FakeQuantOptions
       if (qs.act_bits != 0 && qs.weight_bits == 0) {
         throw Error(name + ": activations are quantized but the weights are float, which the integer engine cannot run");
       }
-      if (qs.out_scale > 0 && all_out) {
+      if (qs.out_scale > 0 && all_out && !embed) {
         q.out_bits = kEmbedOutBits;
         q.log_out_scale = add(name + "_log_oscale", scalar(qs.out_scale), opt.learn_act_scales);
         q.out_grad_scale = lsq_grad_scale(P.out, kEmbedOutBits);

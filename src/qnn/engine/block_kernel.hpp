@@ -27,8 +27,10 @@ struct FitLayer {
   // int8 (w8a8) execution, when pk != nullptr
   const igemm::PackedB* pk = nullptr;   // W (in, out) as int8
   const igemm::PackedB* pkt = nullptr;  // W^T (out, in) as int8
-  float act_scale = 0.0f;               // static input scale
+  float act_scale = 0.0f;               // static input scale (int8 and fake-quant layers)
   float inv_act_scale = 0.0f;
+  float qmax_a = 0.0f;                  // 2^(act_bits-1) - 1; 0: float input
+  bool fake_quant = false;              // float layer whose input is rounded to the act grid
   const float* zscale = nullptr;  // (out_p) act_scale * weight_scale[o]
   const float* wscale = nullptr;  // (out_p) weight_scale[o]
 };

@@ -30,14 +30,24 @@ inline void vstore(float* p, vf v) { *reinterpret_cast<vfu*>(p) = v; }
 inline vi viload(const std::int32_t* p) { return *reinterpret_cast<const viu*>(p); }
 inline void vistore(std::int32_t* p, vi v) { *reinterpret_cast<viu*>(p) = v; }
 inline vf vset(float x) { return vf{} + x; }
-// Sum of the lanes as a fixed pairwise tree (same order on every call).
+// Sum of the lanes as a fixed pairwise tree (same order on every call): halves added
+// until 4 lanes remain, then (l0 + l2) + (l1 + l3).
+typedef float v4f __attribute__((vector_size(16)));
+inline float hsum4(v4f b) { return (b[0] + b[2]) + (b[1] + b[3]); }
+#if QNN_VW == 16
+typedef float v8f __attribute__((vector_size(32)));
 inline float hsum(vf v) {
-  float b[VW];
-  std::memcpy(b, &v, sizeof b);
-  for (int w = VW / 2; w >= 1; w /= 2)
-    for (int i = 0; i < w; ++i) b[i] += b[i + w];
-  return b[0];
+  const v8f a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  return hsum4(__builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7));
 }
+#elif QNN_VW == 8
+inline float hsum(vf v) {
+  return hsum4(__builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7));
+}
+#else
+inline float hsum(vf v) { return hsum4(v); }
+#endif
 
 constexpr int kResNone = 0, kResIdentity = 1, kResDoubling = 2, kResTimestep = 3;
 constexpr double kMinDistance = 1e-4;  // Å (the engine throws on closer pairs)
@@ -105,12 +115,13 @@ void sgemm(int M, int Np, int K, const float* A, int lda, const float* B, int ld
 
 // Symmetric int8 quantization of `n` floats, x / scale rounded half away from zero and
 // clamped to ±127 (docs/quantization.md).
-inline void quantize_row(const float* x, int n, float inv_scale, std::int8_t* q) {
-  for (int i = 0; i < n; ++i) {
-    float v = x[i] * inv_scale;
-    v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
-    q[i] = static_cast<std::int8_t>(static_cast<int>(v + (v >= 0.0f ? 0.5f : -0.5f)));
-  }
+inline float round_clamp(float v, float qmax) {
+  v = v > qmax ? qmax : (v < -qmax ? -qmax : v);
+  return static_cast<float>(static_cast<int>(v + (v >= 0.0f ? 0.5f : -0.5f)));
+}
+inline void quantize_row(const float* x, int n, float inv_scale, std::int8_t* q,
+                         float qmax = 127.0f) {
+  for (int i = 0; i < n; ++i) q[i] = static_cast<std::int8_t>(round_clamp(x[i] * inv_scale, qmax));
 }
 
 inline void switching(double r, double rs, double rc, double& s, double& ds) {
@@ -370,10 +381,18 @@ void descriptor_backward(const ModelArgs& M, const GraphArgs& G, const OutArgs& 
       for (int n = 0; n < m2; ++n) acc += Tk[n] * vload(gdt + n * P + m);
       vstore(g + m, acc);
     }
-    for (int p = 0; p < m1; ++p) {
-      const float tp = Tk[p];
-      const float* row = gd + p * m2;
-      for (int m = 0; m < m2; ++m) g[m] += tp * row[m];
+    if (m2 % VW == 0) {
+      for (int m = 0; m < m2; m += VW) {
+        vf acc = vload(g + m);
+        for (int p = 0; p < m1; ++p) acc += Tk[p] * vload(gd + p * m2 + m);
+        vstore(g + m, acc);
+      }
+    } else {
+      for (int m = 0; m < m2; ++m) {
+        float acc = g[m];
+        for (int p = 0; p < m1; ++p) acc += Tk[p] * gd[p * m2 + m];
+        g[m] = acc;
+      }
     }
   }
   for (int q = 0; q < 4 * P; ++q) gT[q] *= inc;
@@ -493,13 +512,27 @@ void run_block(const ModelArgs& M, const GraphArgs& G, const OutArgs& O, const i
     if (L.pk) {
       for (int r = 0; r < rows; ++r)
         quantize_row(x + static_cast<std::size_t>(r) * ldx, L.in, L.inv_act_scale,
-                     S.a8 + static_cast<std::size_t>(r) * L.in_p);
+                     S.a8 + static_cast<std::size_t>(r) * L.in_p, L.qmax_a);
       igemm::gemm_s8s8s32(rows, S.a8, L.in_p, *L.pk, S.acc32, ldo);
       for (int r = 0; r < rows; ++r) {
         const std::int32_t* acc = S.acc32 + static_cast<std::size_t>(r) * ldo;
         float* tr = t + static_cast<std::size_t>(r) * ldo;
         for (int o = 0; o < L.out; ++o) tr[o] = static_cast<float>(acc[o]) * L.zscale[o] + L.b[o];
         for (int o = L.out; o < ldo; ++o) tr[o] = 0.0f;
+      }
+    } else if (L.fake_quant) {
+      // a > 8-bit integer layer, run in float: its input on the activation grid, exactly
+      // representable; products and sums in float32 (not the old engine's exact int64).
+      float* xq = S.gA;
+      for (int r = 0; r < rows; ++r)
+        for (int k = 0; k < L.in; ++k)
+          xq[static_cast<std::size_t>(r) * L.in_p + k] =
+              round_clamp(x[static_cast<std::size_t>(r) * ldx + k] * L.inv_act_scale, L.qmax_a) *
+              L.act_scale;
+      sgemm(rows, ldo, L.in, xq, L.in_p, L.w, L.out_p, t, ldo);
+      for (int r = 0; r < rows; ++r) {
+        float* tr = t + static_cast<std::size_t>(r) * ldo;
+        for (int o = 0; o < ldo; o += VW) vstore(tr + o, vload(tr + o) + vload(L.b + o));
       }
     } else {
       sgemm(rows, ldo, L.in, x, ldx, L.w, L.out_p, t, ldo);

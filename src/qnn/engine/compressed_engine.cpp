@@ -33,6 +33,7 @@ struct CompressedEngine::Impl {
     std::vector<std::int8_t> wq;
     igemm::PackedB pk, pkt;
     bool int8 = false;
+    bool fake_quant = false;
   };
   std::vector<std::vector<Layer>> layers;            // [species][hidden layer]
   std::vector<std::vector<FitLayer>> klayers;        // kernel view
@@ -198,13 +199,20 @@ CompressedEngine::CompressedEngine(const Model& model, const CompressedOptions& 
         for (int o = 0; o < d.out; ++o) P.dt[o] = static_cast<float>(d.dt[o]);
       }
       // int8 execution of this layer?
-      bool int8 = false;
+      bool int8 = false, integer = false;
       if (opt.fit != FitPrecision::Float) {
         const LayerExec ex = layer_exec(d, opt.fit == FitPrecision::Int8, name);
-        int8 = ex == LayerExec::Integer && d.quant.weight_bits <= 8 && d.quant.act_bits <= 8;
+        integer = ex == LayerExec::Integer;
+        int8 = integer && d.quant.weight_bits <= 8 && d.quant.act_bits <= 8;
       }
       std::string label = "fp32";
       if (d.quant.weight_bits != 0 && !int8) label = "w" + std::to_string(d.quant.weight_bits) + "-fp32";
+      if (integer && !int8) {
+        label = "w" + std::to_string(d.quant.weight_bits) + "a" + std::to_string(d.quant.act_bits) + "-fp32";
+        if (!(d.quant.act_scale > 0.0f) || !std::isfinite(d.quant.act_scale) || d.quant.act_bits > 24)
+          throw Error("model: " + name + ": activation scale must be positive and finite, at most 24 bits");
+        P.fake_quant = true;
+      }
       if (int8) {
         const QuantSpec& q = d.quant;
         if (!(q.act_scale > 0.0f) || !std::isfinite(q.act_scale))
@@ -259,11 +267,15 @@ CompressedEngine::CompressedEngine(const Model& model, const CompressedOptions& 
       K.wt = P.wt.data();
       K.b = P.b.data();
       K.dt = P.dt.empty() ? nullptr : P.dt.data();
+      if (P.int8 || P.fake_quant) {
+        K.act_scale = d.quant.act_scale;
+        K.inv_act_scale = 1.0f / d.quant.act_scale;
+        K.qmax_a = static_cast<float>((1 << (d.quant.act_bits - 1)) - 1);
+        K.fake_quant = P.fake_quant;
+      }
       if (P.int8) {
         K.pk = &P.pk;
         K.pkt = &P.pkt;
-        K.act_scale = d.quant.act_scale;
-        K.inv_act_scale = 1.0f / d.quant.act_scale;
         K.zscale = P.zscale.data();
         K.wscale = P.wscale.data();
       }

@@ -20,9 +20,9 @@ namespace qnn {
 // every centre species, never evaluated for an active edge) it is held likewise.
 struct TableSpec {
   int fine_intervals = 256;  // intervals of zone 1 per species
-  int coarse_ratio = 16;     // stride of zone 2 / stride of zone 1
+  int coarse_ratio = 16;    // stride of zone 2 / stride of zone 1
   double r_fine = 0.7;       // Å: zone 1 reaches down to this distance
-  double r_clamp = 0.2;      // Å: zone 2 reaches down to this distance
+  double r_clamp = 0.02;     // Å: zone 2 reaches down to this distance
 };
 
 class EmbeddingTable {
