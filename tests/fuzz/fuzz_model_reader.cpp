@@ -72,9 +72,10 @@ json interesting_number(Rng& rng, const json& old) {
     case 2: return std::uint64_t(UINT64_MAX - pick(rng, 70));
     default:
       if (old.is_number_integer()) {
-        const std::int64_t v = old.get<std::int64_t>();
-        const std::int64_t d[] = {1, -1, 64, -64, v, -2 * v, 4096};
-        return v + d[pick(rng, 7)];
+        // Unsigned arithmetic: the mutator itself wraps around on purpose (no UB under UBSan).
+        const std::uint64_t v = static_cast<std::uint64_t>(old.get<std::int64_t>());
+        const std::uint64_t d[] = {1, ~std::uint64_t(0), 64, std::uint64_t(0) - 64, v, std::uint64_t(0) - 2 * v, 4096};
+        return static_cast<std::int64_t>(v + d[pick(rng, 7)]);
       }
       if (old.is_number()) return old.get<double>() * (pick(rng, 2) ? 1e3 : 1e-3);
       return static_cast<std::int64_t>(pick(rng, 100)) - 10;
