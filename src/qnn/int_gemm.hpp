@@ -37,6 +37,8 @@
 #include <string>
 #include <vector>
 
+#include "qnn/kernels/aligned.hpp"
+
 namespace qnn::igemm {
 
 // Largest K for which the int32 accumulator is guaranteed exact (128*128*K < 2^31).
@@ -64,25 +66,8 @@ Isa best_isa();
 // by this CPU), else best_isa(). Read once per process.
 Isa active_isa();
 
-// 64-byte-aligned allocator, so packed panels start on cache lines.
-template <class T>
-struct AlignedAllocator {
-  using value_type = T;
-  AlignedAllocator() = default;
-  template <class U>
-  AlignedAllocator(const AlignedAllocator<U>&) {}
-  T* allocate(std::size_t n) {
-    const std::size_t bytes = (n * sizeof(T) + 63) / 64 * 64;
-    void* p = std::aligned_alloc(64, bytes == 0 ? 64 : bytes);
-    if (!p) throw std::bad_alloc();
-    return static_cast<T*>(p);
-  }
-  void deallocate(T* p, std::size_t) { std::free(p); }
-  template <class U>
-  bool operator==(const AlignedAllocator<U>&) const { return true; }
-  template <class U>
-  bool operator!=(const AlignedAllocator<U>&) const { return false; }
-};
+// 64-byte-aligned allocator (qnn/kernels/aligned.hpp), so packed panels start on cache lines.
+using qnn::AlignedAllocator;
 
 // How the unpacked B is stored.
 enum class BLayout {

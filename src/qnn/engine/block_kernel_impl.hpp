@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "qnn/engine/block_kernel.hpp"
+#include "qnn/network_ops.hpp"  // switch_function (eq. S)
 
 namespace qnn::v2 {
 namespace QNN_NS {
@@ -124,22 +125,6 @@ inline void quantize_row(const float* x, int n, float inv_scale, std::int8_t* q,
   for (int i = 0; i < n; ++i) q[i] = static_cast<std::int8_t>(round_clamp(x[i] * inv_scale, qmax));
 }
 
-inline void switching(double r, double rs, double rc, double& s, double& ds) {
-  const double inv = 1.0 / r;
-  if (r < rs) {
-    s = inv;
-    ds = -inv * inv;
-    return;
-  }
-  const double w = rc - rs;
-  const double u = (r - rs) / w;
-  const double u2 = u * u, u3 = u2 * u;
-  const double poly = u3 * (-6.0 * u2 + 15.0 * u - 10.0) + 1.0;
-  const double dpoly = (-30.0 * u2 * u2 + 60.0 * u3 - 30.0 * u2) / w;
-  s = inv * poly;
-  ds = -inv * inv * poly + inv * dpoly;
-}
-
 // Interval, t and dt/dŝ of ŝ in the table of one species (EmbeddingTable::locate).
 inline void locate(const TableZone& z, double shat, int& k, double& t, double& inv_h) {
   const double x = (shat - z.lo) * z.inv_h1;
@@ -169,7 +154,7 @@ inline bool edge_geometry(const ModelArgs& M, const GraphArgs& G, int i, int j, 
   E.r = std::sqrt(r2);
   if (E.r < res.min_distance) res.min_distance = E.r;
   if (!(E.r > kMinDistance)) return false;
-  switching(E.r, M.rs, M.rc, E.s, E.ds);
+  switch_function(E.r, M.rs, M.rc, E.s, E.ds);
   E.a = G.species[j];
   const int p = c * M.S + E.a;
   E.iss = M.inv_std_s[p];

@@ -56,13 +56,6 @@ struct CompressedEngine::Impl {
 
 namespace {
 
-double switched_inverse(double r, double rs, double rc) {
-  if (r >= rc) return 0.0;
-  if (r < rs) return 1.0 / r;
-  const double u = (r - rs) / (rc - rs);
-  return (u * u * u * (-6.0 * u * u + 15.0 * u - 10.0) + 1.0) / r;
-}
-
 template <class Space>
 void run_blocks(CompressedEngine::Impl& I, const v2::GraphArgs& g, const v2::OutArgs& o) {
   const int nb = static_cast<int>(I.blocks.size());

@@ -8,17 +8,12 @@
 #include "qnn/error.hpp"
 
 namespace qnn {
-namespace {
-
-// s(r) of docs/model.md eq. S (value only).
 double switched_inverse(double r, double rs, double rc) {
   if (r >= rc) return 0.0;
   if (r < rs) return 1.0 / r;
   const double u = (r - rs) / (rc - rs);
   return (u * u * u * (-6.0 * u * u + 15.0 * u - 10.0) + 1.0) / r;
 }
-
-}  // namespace
 
 void embedding_exact(const Model& m, int a, double shat, double* g, double* dg, double* d2g) {
   // Forward-mode: value, first and second derivative of every activation w.r.t. ŝ.

@@ -72,6 +72,9 @@ class EmbeddingTable {
   double max_abs_ = 0.0;
 };
 
+// s(r) of docs/model.md eq. S (value only).
+double switched_inverse(double r, double rcut_smth, double rcut);
+
 // The exact embedding net a of `m` at ŝ with its first and second derivatives (fp64,
 // forward-mode differentiation of docs/model.md eq. G). Each output array has m.m1() values.
 void embedding_exact(const Model& m, int a, double shat, double* g, double* dg, double* d2g);
