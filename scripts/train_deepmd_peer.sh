@@ -27,6 +27,10 @@
 #   QNN_PEER_TEST_STEPS  steps at which to run dp test (default "10000 20000 40000 80000")
 #   QNN_PEER_PUBLISH     if set, a directory that lcurve.csv, dp_test.csv and input.json are
 #                        copied into after every update (e.g. potentials/water-se2a.peer)
+#   QNN_PEER_TYPE_ONE_SIDE  "true": one embedding net per neighbour species (qnn's se_e2_a);
+#                        unset or "false": DeePMD-kit's default, one per (centre, neighbour) pair
+#   QNN_PEER_STOP_AT     stop (resumably) once the checkpoint of this step is written and tested;
+#                        the schedule is still that of QNN_PEER_STEPS
 # Run it in the background, e.g.
 #   nohup nice -n 19 scripts/train_deepmd_peer.sh > peer-train.out 2>&1 &
 set -euo pipefail
@@ -37,6 +41,10 @@ DATA=${QNN_PEER_DATA:-$ROOT/examples/data/water-deepmd}
 STEPS=${QNN_PEER_STEPS:-80000}
 TEST_STEPS=${QNN_PEER_TEST_STEPS:-10000 20000 40000 80000}
 PUBLISH=${QNN_PEER_PUBLISH:-}
+TYPE_ONE_SIDE=${QNN_PEER_TYPE_ONE_SIDE:-false}
+STOP_AT=${QNN_PEER_STOP_AT:-$STEPS}
+case "$TYPE_ONE_SIDE" in true|false) ;; *) echo "[train_deepmd_peer] error: QNN_PEER_TYPE_ONE_SIDE must be true or false" >&2; exit 1;; esac
+case "$STOP_AT" in ''|*[!0-9]*) echo "[train_deepmd_peer] error: QNN_PEER_STOP_AT must be a step number" >&2; exit 1;; esac
 SAVE_FREQ=5000
 DISP_FREQ=1000
 
@@ -77,7 +85,7 @@ cat > input.json.new <<EOF
       "sel": [46, 92],
       "neuron": [16, 32, 64],
       "axis_neuron": 16,
-      "resnet_dt": false,
+      "resnet_dt": false,$( [ "$TYPE_ONE_SIDE" = true ] && printf '\n      "type_one_side": true,' )
       "precision": "float32",
       "seed": 1
     },
@@ -200,8 +208,8 @@ publish() {
 }
 
 start=$(latest_ckpt_step)
-if [ "$start" -ge "$STEPS" ]; then
-  log "training already finished ($start steps) in $OUT"
+if [ "$start" -ge "$STEPS" ] || [ "$start" -ge "$STOP_AT" ]; then
+  log "training already at step $start (of $STEPS, stop at $STOP_AT) in $OUT"
 else
   if [ "$start" -gt 0 ]; then
     log "restarting from model.ckpt-$start in $OUT"
@@ -215,12 +223,18 @@ else
   pid=$!
   echo "$pid" > train.pid
   log "dp train pid $pid, log $OUT/train.log"
+  stopped=0
   while kill -0 "$pid" 2>/dev/null; do
     sleep 60
     test_points
     publish
+    if [ "$(latest_ckpt_step)" -ge "$STOP_AT" ] && [ "$STOP_AT" -lt "$STEPS" ]; then
+      log "checkpoint $STOP_AT written: stopping (QNN_PEER_STOP_AT); rerun without it to continue"
+      kill "$pid" 2>/dev/null || true; stopped=1
+    fi
   done
   rc=0; wait "$pid" || rc=$?
+  [ "$stopped" = 1 ] && rc=0
   rm -f train.pid
   [ "$rc" -eq 0 ] || { publish; die "dp train exited with $rc (see $OUT/train.log); rerun to resume"; }
 fi

@@ -190,7 +190,7 @@ void mutate_blob(Rng& rng, const json& h, std::vector<char>& blob) {
       std::size_t off = pick(rng, blob.size() - 7) / 8 * 8;
       if (h.is_object() && h.contains("tensors") && h["tensors"].is_array() && !h["tensors"].empty()) {
         const json& t = h["tensors"][pick(rng, h["tensors"].size())];
-        if (t.is_object() && t.contains("offset") && t["offset"].is_number_unsigned() && t["offset"].get<std::uint64_t>() + 8 <= blob.size())
+        if (t.is_object() && t.contains("offset") && t["offset"].is_number_unsigned() && t["offset"].get<std::uint64_t>() <= blob.size() - 8)  // no wrap: size >= 8
           off = static_cast<std::size_t>(t["offset"].get<std::uint64_t>());
       }
       const double d[] = {1e-300, 1e300, -1e300, 1e7, 0.0, -1.0, 5e5, 1e-4};
