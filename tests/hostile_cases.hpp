@@ -120,6 +120,8 @@ inline std::vector<HostileCase> hostile_cases() {
   edit("storage_dtype_number", "key 'provenance.storage_dtype': expected a string",
        [&](json& h, QnnFile&) { h["provenance"]["storage_dtype"] = 32; });
   edit("unknown_key", "unknown key 'colour'", [&](json& h, QnnFile&) { h["colour"] = "red"; });
+  edit("env_mat_unknown", "unknown env_mat 'dp'", [&](json& h, QnnFile&) { h["env_mat"] = "dp"; });
+  edit("env_mat_number", "key 'env_mat': expected a string", [&](json& h, QnnFile&) { h["env_mat"] = 1; });
   edit("quant_unknown_key", "unknown key 'layers[" + std::to_string(layer_index(qh0, "fit.0.1")) + "].quant.zero'",
        [&](json& h, QnnFile&) { layer(h, "fit.0.1")["quant"]["zero"] = 1; }, true);
   {

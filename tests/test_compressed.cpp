@@ -53,10 +53,37 @@ NeighborGraph graph_of(const Frame& f, double rcut) {
 // its own switching function, descriptor and fitting net.
 double reference_energy(const Model& m, const EmbeddingTable& tab, const NeighborGraph& g) {
   const int S = m.nspecies(), M1 = m.m1(), M2 = m.axis_neuron, P = tab.m1_padded();
+  const bool deepmd = m.deepmd_env_mat();
+  // G_a(ŝ)[o] from the stored coefficients; the knot is found from the zone definitions
+  // (no shared locate()).
+  auto table_g = [&](int a, double shat, int o) {
+    const auto z = tab.zones(a);
+    int k;
+    double t;
+    if (shat <= z.lo) {
+      k = 0;
+      t = 0.0;
+    } else if (shat < z.mid) {
+      k = std::min(z.n1 - 1, static_cast<int>(std::floor((shat - z.lo) * z.inv_h1)));
+      t = (shat - (z.lo + k / z.inv_h1)) * z.inv_h1;
+    } else if (shat < z.mid + z.n2 / z.inv_h2) {
+      const int k2 = static_cast<int>(std::floor((shat - z.mid) * z.inv_h2));
+      k = z.n1 + k2;
+      t = (shat - (z.mid + k2 / z.inv_h2)) * z.inv_h2;
+    } else {
+      k = z.n1 + z.n2 - 1;
+      t = 1.0;
+    }
+    const float* cf = tab.coefficients(a, k);
+    double G = 0.0;
+    for (int q = 5; q >= 0; --q) G = G * t + cf[q * P + o];
+    return G;
+  };
   double E = 0.0;
   for (int i = 0; i < g.nlocal; ++i) {
     const int c = g.species[i];
     std::vector<double> T(4 * M1, 0.0);
+    std::vector<int> filled(S, 0);
     for (int e = g.offsets[i]; e < g.offsets[i + 1]; ++e) {
       const int j = g.neighbors[e];
       double x[3];
@@ -70,32 +97,20 @@ double reference_energy(const Model& m, const EmbeddingTable& tab, const Neighbo
       }
       const int a = g.species[j];
       const int p = c * S + a;
-      const double R[4] = {s / m.std_s[p], s * x[0] / (r * m.std_r[p]),
-                           s * x[1] / (r * m.std_r[p]), s * x[2] / (r * m.std_r[p])};
       const double shat = (s - m.mean_s[p]) / m.std_s[p];
-      const auto z = tab.zones(a);
-      // knot search by the zone definitions (no shared locate())
-      int k;
-      double t;
-      if (shat <= z.lo) {
-        k = 0;
-        t = 0.0;
-      } else if (shat < z.mid) {
-        k = std::min(z.n1 - 1, static_cast<int>(std::floor((shat - z.lo) * z.inv_h1)));
-        t = (shat - (z.lo + k / z.inv_h1)) * z.inv_h1;
-      } else if (shat < z.mid + z.n2 / z.inv_h2) {
-        const int k2 = static_cast<int>(std::floor((shat - z.mid) * z.inv_h2));
-        k = z.n1 + k2;
-        t = (shat - (z.mid + k2 / z.inv_h2)) * z.inv_h2;
-      } else {
-        k = z.n1 + z.n2 - 1;
-        t = 1.0;
-      }
-      const float* cf = tab.coefficients(a, k);
+      const double R[4] = {deepmd ? shat : s / m.std_s[p], s * x[0] / (r * m.std_r[p]),
+                           s * x[1] / (r * m.std_r[p]), s * x[2] / (r * m.std_r[p])};
+      ++filled[a];
       for (int o = 0; o < M1; ++o) {
-        double G = 0.0;
-        for (int q = 5; q >= 0; --q) G = G * t + cf[q * P + o];
+        const double G = table_g(a, shat, o);
         for (int kk = 0; kk < 4; ++kk) T[4 * o + kk] += G * R[kk] / m.neighbor_norm;
+      }
+    }
+    if (deepmd) {  // empty slots: (sel_a − n_a) G_a(ŝ₀) ŝ₀ in column 0
+      for (int a = 0; a < S; ++a) {
+        const int p = c * S + a;
+        const double s0 = -m.mean_s[p] / m.std_s[p];
+        for (int o = 0; o < M1; ++o) T[4 * o] += (m.sel[a] - filled[a]) * table_g(a, s0, o) * s0 / m.neighbor_norm;
       }
     }
     std::vector<double> x(M1 * M2);
@@ -204,10 +219,9 @@ TEST(Compressed, RandomModelOnWaterMatchesTheExactNetwork) {
   EXPECT_NEAR(a.energy, b.energy, 1e-6 * std::abs(b.energy));
 }
 
-TEST(Compressed, ForcesAreTheGradientOfTheTabulatedEnergy) {
-  // Small random model and a small periodic box: the scalar reference's energy in double,
-  // differentiated numerically, against the engine's forces.
-  const Model m = test::small_water_model(11, 4.0);
+// Small random model and a small periodic box: the scalar reference's energy in double,
+// differentiated numerically, against the engine's forces.
+void expect_forces_are_the_gradient(const Model& m) {
   CompressedEngine v2(m);
   std::mt19937_64 rng(5);
   std::uniform_real_distribution<double> u(0.0, 7.0);
@@ -257,6 +271,71 @@ TEST(Compressed, ForcesAreTheGradientOfTheTabulatedEnergy) {
               worst, scale);
   EXPECT_GT(scale, 1e-3);
   EXPECT_LT(worst, 1e-4 * scale);
+}
+
+TEST(Compressed, ForcesAreTheGradientOfTheTabulatedEnergy) {
+  expect_forces_are_the_gradient(test::small_water_model(11, 4.0));
+}
+
+// ---------------------------------------------------------------- env_mat "deepmd"
+
+Model deepmd_model(std::uint64_t seed, double rcut, std::vector<int> sel) {
+  Model m = test::small_water_model(seed, rcut);
+  m.env_mat = "deepmd";
+  m.neighbor_norm = sel[0] + sel[1];
+  m.sel = std::move(sel);
+  m.validate("deepmd test model");
+  return m;
+}
+
+TEST(Compressed, DeepmdEnvMatMatchesTheExactNetworkOnWater) {
+  const Model m = deepmd_model(13, 6.0, {46, 92});
+  CompressedEngine v2(m);
+  Engine<double> exact(m);
+  const NeighborGraph g = graph_of(water_frame(m, 4), m.rcut);
+  EvalResult a, b;
+  v2.compute(g, a);
+  exact.compute(g, b);
+  const auto fa = fold_ghost_forces(g, a.force), fb = fold_ghost_forces(g, b.force);
+  double fmax = 0.0, fscale = 0.0;
+  for (std::size_t q = 0; q < fa.size(); ++q) {
+    fmax = std::max(fmax, std::abs(fa[q] - fb[q]));
+    fscale = std::max(fscale, std::abs(fb[q]));
+  }
+  std::printf("deepmd env_mat: max |dF| %.3g of max |F| %.3g; dE %.3g eV\n", fmax, fscale, a.energy - b.energy);
+  EXPECT_LT(fmax, 1e-5 * fscale);
+  EXPECT_NEAR(a.energy, b.energy, 1e-6 * std::abs(b.energy));
+  EXPECT_NEAR(a.energy, reference_energy(m, v2.table(), g), 1e-6 * std::abs(b.energy));
+}
+
+TEST(Compressed, DeepmdEnvMatForcesAreTheGradient) {
+  expect_forces_are_the_gradient(deepmd_model(17, 4.0, {20, 40}));
+}
+
+TEST(Compressed, DeepmdEnvMatIsContinuousWhereANeighbourLeavesTheCutoff) {
+  // Three atoms in a large box; the H at distance rcut ± 1e-7 from the O enters or leaves its
+  // list: the freed slot must add what the neighbour added. Negative control: one slot more
+  // changes the energy visibly, so continuity is not trivially met.
+  const Model m = deepmd_model(19, 4.0, {6, 12});
+  auto energy = [&](const Model& mm, double d) {
+    Frame f;
+    f.cell = {30, 0, 0, 0, 30, 0, 0, 0, 30};
+    f.pos = {10, 10, 10, 11.0, 10, 10, 10 + d, 10.5, 10};
+    f.species = {0, 1, 1};
+    CompressedEngine e(mm);
+    EvalResult r;
+    e.compute(graph_of(f, mm.rcut), r);
+    return r.energy;
+  };
+  const double x = std::sqrt(m.rcut * m.rcut - 0.25);  // |(x, 0.5, 0)| = rcut
+  const double inside = energy(m, x - 1e-7), outside = energy(m, x + 1e-7);
+  Model more = m;
+  more.sel = {6, 13};
+  const double one_more_slot = energy(more, x + 1e-7) - outside;
+  std::printf("deepmd env_mat at the cutoff: E(in) - E(out) = %.3g eV; one more empty slot: %.3g eV\n",
+              inside - outside, one_more_slot);
+  EXPECT_LT(std::abs(inside - outside), 1e-6);
+  EXPECT_GT(std::abs(one_more_slot), 1e-4);
 }
 
 // Results of every mode are bitwise independent of the atom order and of the thread count.

@@ -74,6 +74,18 @@ TEST(ModelFormat, RoundTripDoubleIsExact) {
   EXPECT_EQ(r.parameter_count(), m.parameter_count());
 }
 
+TEST(ModelFormat, EnvMatRoundTripsAndDefaultsToQnn) {
+  Model m = qnn::test::small_water_model();
+  TempPath p(".qnn");
+  qnn::write_model(m, p.str());
+  EXPECT_EQ(qnn::read_model(p.str()).env_mat, "qnn");  // the key is absent: the default
+  m.env_mat = "deepmd";
+  qnn::write_model(m, p.str());
+  EXPECT_EQ(qnn::read_model(p.str()).env_mat, "deepmd");
+  m.env_mat = "other";
+  EXPECT_THROW(qnn::write_model(m, p.str()), qnn::Error);
+}
+
 TEST(ModelFormat, RoundTripFloatRoundsToFloat) {
   Model m = qnn::test::small_water_model();
   TempPath p(".qnn");

@@ -58,7 +58,7 @@ def main():
             t = num(r, k, w)
             check(100.0 <= t <= 600.0, f"{w}: {k} = {t} K outside 100-600 K")
         fix, fit, se = num(r, "drift_fix_meV_atom_ps", w), num(r, "drift_fit_meV_atom_ps", w), num(r, "drift_fit_stderr", w)
-        bound = 5.0 if r["mode"] in ("fp32", "weight-only") else 100.0
+        bound = 5.0 if r["mode"] in ("fp32", "weight-only", "fp64") else 100.0
         check(abs(fix) < bound, f"{w}: |drift| = {abs(fix)} meV/atom/ps >= {bound}")
         # fix qnn/drift and the independent fit see the same samples: they must agree closely
         check(abs(fix - fit) <= 0.02 * abs(fit) + 0.1 * se + 1e-3,
@@ -122,7 +122,7 @@ def main():
             work += 0.5 * (p[i][2] + p[i - 1][2]) * (p[i - 1][0] - p[i][0])
             x, e, un = p[i][0], p[i][1], p[i][3]
             check(abs(un - (e - work)) < 1e-6 + 1e-6 * abs(e), f"{w} x={x}: unaccounted column {un} != E - work {e - work}")
-            if mode in ("fp32", "weight-only") and x >= 2.4:
+            if mode in ("fp32", "weight-only", "fp64") and x >= 2.4:
                 check(abs(e - work) < 0.01, f"{w} x={x}: forces do not integrate to the energy (E - work = {e - work} eV)")
     for r in rows(os.path.join(d, "peers.csv")):
         check(num(r, "atom_steps_per_s", "peers.csv") > 0, f"peers.csv {r['name']}: non-positive speed")

@@ -24,6 +24,7 @@
 
 #include <Kokkos_Core.hpp>
 
+#include "qnn/engine/embedding_table.hpp"  // embedding_exact: the empty-slot term
 #include "qnn/error.hpp"
 #include "qnn/network_ops.hpp"
 
@@ -300,6 +301,11 @@ class Backend final : public BackendBase {
   V1<int> d_ffirst_;            // (S + 1)
   V2<double> d_norm_;           // (S * S, 3) mean_s, 1/std_s, 1/std_r per [centre][neighbour]
   V1<double> d_bias_;           // (S) energy bias
+  // env_mat "deepmd": R̂₀ = ŝ, and the empty slots of species a add (sel_a − n_ia) pad(c, a)
+  // to column 0 of T_i, pad(c, a)[m] = G_a(ŝ₀)[m] ŝ₀ with ŝ₀ = −mean_s/std_s of the pair.
+  bool deepmd_ = false;
+  V2<Real> d_pad_;              // (S * S, M1)
+  V1<int> d_sel_;               // (S)
 
   // graph
   V1<double> d_pos_;            // (ntotal * 3)
@@ -338,6 +344,7 @@ Backend<Real, Space>::Backend(const Model& m)
     : d_eparam_("qnn:eparam", 0), d_elayers_("qnn:elayers", 0), d_efirst_("qnn:efirst", 0),
       d_goff_("qnn:goff", 0), d_fparam_("qnn:fparam", 0), d_flayers_("qnn:flayers", 0),
       d_ffirst_("qnn:ffirst", 0), d_norm_("qnn:norm", 0, 3), d_bias_("qnn:bias", 0),
+      d_pad_("qnn:pad", 0, 0), d_sel_("qnn:sel", 0),
       d_pos_("qnn:pos", 0), d_species_("qnn:species", 0), d_offsets_("qnn:offsets", 0),
       d_neighbors_("qnn:neighbors", 0), d_centre_("qnn:centre", 0),
       d_rev_offsets_("qnn:rev_offsets", 0), d_rev_edges_("qnn:rev_edges", 0),
@@ -391,6 +398,24 @@ Backend<Real, Space>::Backend(const Model& m)
   }
   Kokkos::deep_copy(d_norm_, h_norm);
   upload(d_bias_, m.energy_bias);
+
+  deepmd_ = m.deepmd_env_mat();
+  if (deepmd_) {
+    if (m.sel.size() != static_cast<std::size_t>(S)) throw Error("model: env_mat 'deepmd' needs sel for every species");
+    Kokkos::realloc(d_pad_, SS, static_cast<std::size_t>(m1_));
+    auto h_pad = Kokkos::create_mirror_view(d_pad_);
+    std::vector<double> g(static_cast<std::size_t>(m1_)), dg(g.size()), d2g(g.size());
+    for (int c = 0; c < S; ++c) {
+      for (int a = 0; a < S; ++a) {
+        const std::size_t p = static_cast<std::size_t>(c * S + a);
+        const double s0 = -m.mean_s[p] / m.std_s[p];
+        embedding_exact(m, a, s0, g.data(), dg.data(), d2g.data());
+        for (int k = 0; k < m1_; ++k) h_pad(p, static_cast<std::size_t>(k)) = static_cast<Real>(g[static_cast<std::size_t>(k)] * s0);
+      }
+    }
+    Kokkos::deep_copy(d_pad_, h_pad);
+    upload(d_sel_, m.sel);
+  }
 }
 
 // One call: upload, chunked forward/backward, gather, download (see the file banner).
@@ -540,6 +565,9 @@ void Backend<Real, Space>::run_chunk(int a0, int a1, int e0, int e1) {
   const double rc = rc_;
   const double rs = rs_;
   const Real inv_nc = inv_nc_;
+  const bool deepmd = deepmd_;
+  const auto pad = d_pad_;
+  const auto sel = d_sel_;
 
   // eq. S, eq. R
   Kokkos::parallel_for(
@@ -557,7 +585,7 @@ void Backend<Real, Space>::run_chunk(int a0, int a1, int e0, int e1) {
         const int pair = species(i) * S + species(j);
         const double inv_std_s = norm(pair, 1);
         const double sr = r < rc ? s / r * norm(pair, 2) : 0.0;
-        geo(le, kRhat + 0) = static_cast<Real>(s * inv_std_s);
+        geo(le, kRhat + 0) = static_cast<Real>((deepmd ? s - norm(pair, 0) : s) * inv_std_s);
         geo(le, kRhat + 1) = static_cast<Real>(sr * dx);
         geo(le, kRhat + 2) = static_cast<Real>(sr * dy);
         geo(le, kRhat + 3) = static_cast<Real>(sr * dz);
@@ -630,6 +658,16 @@ void Backend<Real, Space>::run_chunk(int a0, int a1, int e0, int e1) {
             T[4 * m + 1] += G[m] * r1;
             T[4 * m + 2] += G[m] * r2;
             T[4 * m + 3] += G[m] * r3;
+          }
+        }
+        if (deepmd) {  // empty slots, species by species
+          const int c = species(i);
+          for (int a = 0; a < S; ++a) {
+            int n = 0;
+            for (int e = offsets(i); e < offsets(i + 1); ++e)
+              n += (species(neighbors(e)) == a && geo(e - e0, kActive) != Real(0)) ? 1 : 0;
+            const Real empty = static_cast<Real>(sel(a) - n);
+            for (int m = 0; m < m1; ++m) T[4 * m + 0] += empty * pad(c * S + a, m);
           }
         }
         for (int q = 0; q < 4 * m1; ++q) T[q] *= inv_nc;

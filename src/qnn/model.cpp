@@ -494,6 +494,7 @@ void Model::validate(const std::string& what) const {
   };
   if (type != "se_e2_a") fail("unknown model type '" + type + "' (this qnn runs se_e2_a)");
   if (units != "metal") fail("units are '" + units + "'; qnn models use LAMMPS 'metal' units");
+  if (env_mat != "qnn" && env_mat != "deepmd") fail("unknown env_mat '" + env_mat + "' (known: qnn, deepmd)");
   const int S = nspecies();
   if (S == 0) fail("no species");
   if (species.size() > static_cast<std::size_t>(limits::kMaxSpecies)) fail("more than " + std::to_string(limits::kMaxSpecies) + " species");
@@ -842,6 +843,7 @@ void write_model(const Model& model, const std::string& path) {
   h["embed_widths"] = model.embed_widths;
   h["fit_widths"] = model.fit_widths;
   h["resnet_dt"] = model.resnet_dt;
+  if (model.env_mat != "qnn") h["env_mat"] = model.env_mat;  // absent: "qnn" (older readers refuse the key)
   h["default_mode"] = model.default_mode;
   h["layers"] = layers;
   h["tensors"] = blob.index();
@@ -1038,7 +1040,7 @@ Model parse_model(const std::vector<char>& buf, const std::string& path) {
 
   // ---- header fields, each typed and bounded.
   hdr.only_keys(h, "", {"format", "format_version", "type", "units", "species", "rcut", "rcut_smth", "sel", "neighbor_norm",
-                        "axis_neuron", "embed_widths", "fit_widths", "resnet_dt", "default_mode", "layers", "tensors",
+                        "axis_neuron", "embed_widths", "fit_widths", "resnet_dt", "env_mat", "default_mode", "layers", "tensors",
                         "blob_bytes", "provenance"});
   Model m;
   if (hdr.str(hdr.req(h, "", "format", "a string"), "format") != "qnn") fail("header 'format' is not 'qnn'");
@@ -1059,6 +1061,7 @@ Model parse_model(const std::vector<char>& buf, const std::string& path) {
   m.fit_widths = hdr.int_list(hdr.req(h, "", "fit_widths", "an array of integers"), "fit_widths", limits::kMaxLayers, 1,
                               limits::kMaxFitWidth);
   m.resnet_dt = hdr.boolean(hdr.req(h, "", "resnet_dt", "true or false"), "resnet_dt");
+  if (const nlohmann::json* em = Header::find(h, "env_mat")) m.env_mat = hdr.str(*em, "env_mat", 16);
   if (const nlohmann::json* dm = Header::find(h, "default_mode")) m.default_mode = hdr.str(*dm, "default_mode", 32);
   if (const nlohmann::json* pv = Header::find(h, "provenance")) {
     m.provenance = hdr.object(*pv, "provenance");
@@ -1217,6 +1220,7 @@ std::string describe(const Model& m) {
   o << "species         ";
   for (int s = 0; s < m.nspecies(); ++s) o << (s ? ", " : "") << m.species[static_cast<std::size_t>(s)] << " (sel " << m.sel[static_cast<std::size_t>(s)] << ")";
   o << "\ncutoff          rcut " << m.rcut << " A, rcut_smth " << m.rcut_smth << " A\n";
+  o << "env_mat         " << m.env_mat << (m.deepmd_env_mat() ? " (DeePMD-kit: shifted first column, empty slots count)" : "") << "\n";
   o << "embedding net   1";
   for (int w : m.embed_widths) o << " -> " << w;
   o << " (per neighbour species), axis_neuron " << m.axis_neuron << "\n";

@@ -94,6 +94,14 @@ struct Model {
   std::vector<double> energy_bias;        // (S) eV
   // Normalisation (eq. R), each (S, S) row-major [centre][neighbour].
   std::vector<double> mean_s, std_s, std_r;
+  // Environment-matrix convention (docs/model.md eq. R and "The DeePMD convention"):
+  //   "qnn":    R̂ = (s/std_s, s·x/(r·std_r)); neighbours beyond rcut add nothing (format
+  //             default, every file written before the key existed);
+  //   "deepmd": DeePMD-kit's: R̂ = (ŝ, s·x/(r·std_r)) with ŝ = (s − mean_s)/std_s, and each of
+  //             the sel[a] slots of neighbour species a that no neighbour fills adds the
+  //             constant G(ŝ₀) ⊗ (ŝ₀, 0, 0, 0), ŝ₀ = −mean_s/std_s.
+  std::string env_mat = "qnn";
+  bool deepmd_env_mat() const { return env_mat == "deepmd"; }
   std::string units = "metal";
   nlohmann::json provenance = nlohmann::json::object();
   std::string default_mode = "fp32";      // execution mode the file was made for

@@ -682,6 +682,7 @@ struct QEngine::Impl {
 QEngine::QEngine(const Model& model, bool integer_all, ExecSpace space)
     : impl_(std::make_unique<Impl>()) {
   model.validate("model");
+  if (model.deepmd_env_mat()) throw Error("model: the per-edge integer engine runs env_mat 'qnn' only (this file uses '" + model.env_mat + "')");
   ensure_kokkos_initialized();
   impl_->model = model;
   impl_->integer_all = integer_all;

@@ -70,6 +70,10 @@ void qengine_reference(const Model& model, bool integer_all, const NeighborGraph
   model.validate("model");
   g.validate(model.nspecies());
   const QModel q = prepare(model, integer_all, false);
+  // env_mat "deepmd" (docs/model.md): float descriptor only (what `qnn quantize` calibrates on).
+  const bool deepmd = model.deepmd_env_mat();
+  if (deepmd && q.int_descriptor)
+    throw Error("model: the integer descriptor of this reference runs env_mat 'qnn' only (this file uses 'deepmd')");
   const int nl = g.nlocal, nt = g.ntotal, ne = g.nedges();
   const int m1 = q.m1, m2 = q.m2, S = q.S;
 
@@ -83,6 +87,7 @@ void qengine_reference(const Model& model, bool integer_all, const NeighborGraph
     const int i = centre[e], j = g.neighbors[e];
     edge_geometry(q, &g.positions[3 * i], &g.positions[3 * j],
                   g.species[i] * S + g.species[j], geo[e]);
+    if (deepmd) geo[e].R[0] = geo[e].active ? geo[e].shat : 0.0;
     if (!(geo[e].r > 1e-4)) {
       std::ostringstream os;
       os << "two atoms are closer than 1e-4 A (distance " << geo[e].r
@@ -140,6 +145,19 @@ void qengine_reference(const Model& model, bool integer_all, const NeighborGraph
         if (!geo[e].active) continue;
         for (int m = 0; m < m1; ++m)
           for (int k = 0; k < 4; ++k) Ti[4 * m + k] += G[e][m] * geo[e].R[k];
+      }
+      if (deepmd) {  // empty slots: (sel_a − n_ia) G_a(ŝ₀) ŝ₀ in column 0
+        const int c = g.species[i];
+        for (int a = 0; a < S; ++a) {
+          int n = 0;
+          for (int e = g.offsets[i]; e < g.offsets[i + 1]; ++e) n += geo[e].active && g.species[g.neighbors[e]] == a;
+          const std::size_t p = static_cast<std::size_t>(c * S + a);
+          const double s0 = -model.mean_s[p] / model.std_s[p];
+          std::vector<double> t0(static_cast<std::size_t>(q.embed[a].t_width));
+          net_forward(q.embed[a], &s0, t0.data(), y, tap, 0, a);
+          if (tap) tap->embed_output(a, y.data(), m1);
+          for (int m = 0; m < m1; ++m) Ti[4 * m] += (model.sel[static_cast<std::size_t>(a)] - n) * y[m] * s0;
+        }
       }
       for (double& v : Ti) v *= q.inv_nc;
     }

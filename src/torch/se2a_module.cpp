@@ -183,9 +183,8 @@ Se2aModuleImpl::Se2aModuleImpl(const Model& model, torch::Dtype dtype) : arch_(m
 }
 
 // Dense layers in order: z = y·W + b, then the activation and residual rule of eq. G / eq. F.
-// With fake quantization (qat.hpp) the layer takes its quantized input and weights, an integer
-// layer's tanh is the engine's table, the residual adds the quantized input, and a quantized
-// output (G) is quantized last.
+// With fake quantization (qat.hpp) the layer's product takes its quantized input and weights,
+// tanh is exact, and the residual adds the float input, as engine v2 computes them.
 // The observer, when set, sees every layer's input and the net's output (before its
 // quantization), restricted to `rows` when defined.
 torch::Tensor Se2aModuleImpl::apply_net(const std::vector<TorchLayer>& net, torch::Tensor y, int family, int index,
@@ -219,11 +218,11 @@ torch::Tensor Se2aModuleImpl::apply_net(const std::vector<TorchLayer>& net, torc
     torch::Tensor z = torch::addmm(L.bias, x, w);               // (n, out)
     // Engine v2 evaluates tanh in float to ~2 ulp in every mode: no table tanh to simulate.
     torch::Tensor a = L.activation == Activation::Tanh ? torch::tanh(z) : z;
-    switch (L.residual) {  // the residual adds the input as the layer uses it
+    switch (L.residual) {  // engine v2 adds the layer's float input, not its quantized copy
       case Residual::None: y = a; break;
-      case Residual::Identity: y = x + a; break;
-      case Residual::Doubling: y = torch::cat({x, x}, 1) + a; break;
-      case Residual::Timestep: y = x + L.dt * a; break;
+      case Residual::Identity: y = y + a; break;
+      case Residual::Doubling: y = torch::cat({y, y}, 1) + a; break;
+      case Residual::Timestep: y = y + L.dt * a; break;
     }
     if (l + 1 == net.size()) observe(net.size(), y);
     if (q.out_bits != 0) y = libtorch::fake_quant(y, torch::exp(q.log_out_scale), q.out_bits, q.out_grad_scale, false);
@@ -349,8 +348,9 @@ torch::Tensor Se2aModuleImpl::forward(const torch::Tensor& positions, const torc
   torch::Tensor ms = mean_s_.index_select(0, pair);
   torch::Tensor ss = std_s_.index_select(0, pair);
   torch::Tensor sr = std_r_.index_select(0, pair);
-  torch::Tensor R = torch::cat({(s / ss).unsqueeze(1), x * (s * inv_r / sr).unsqueeze(1)}, 1);  // (E, 4)
   torch::Tensor shat = (s - ms) / ss;                                                            // (E)
+  const bool deepmd = arch_.deepmd_env_mat();  // R̂₀ = ŝ, empty slots count (model.hpp)
+  torch::Tensor R = torch::cat({(deepmd ? shat : s / ss).unsqueeze(1), x * (s * inv_r / sr).unsqueeze(1)}, 1);  // (E, 4)
 
   // Eqs. G and D, padded per neighbour species: the edges of centre i with neighbour species a
   // fill the slots i·nmax_a + rank of an (N, nmax_a) layout; empty slots have R̂ = 0, so they add
@@ -372,6 +372,24 @@ torch::Tensor Se2aModuleImpl::forward(const torch::Tensor& positions, const torc
     T = T.defined() ? T + t : t;
   }
   if (!T.defined()) T = torch::zeros({N, M1, 4}, opts);
+  if (deepmd && N > 0) {
+    // Empty slots (DeePMD convention): centre i has sel[a] − n_ia slots of species a that no
+    // edge fills, each adding G_a(ŝ₀) ŝ₀ to column 0 of T_i, ŝ₀ = −mean_s/std_s of the pair.
+    // An edge at r >= rcut has s = 0, so it adds exactly what an empty slot adds: n_ia counts
+    // every edge of the list, whatever its length.
+    torch::Tensor n_ia = torch::bincount(edge_i * S + aj, {}, N * S).view({N, S}).to(opts.dtype());  // (N, S)
+    torch::Tensor pad = torch::zeros({N, M1}, opts);
+    for (std::int64_t a = 0; a < S; ++a) {
+      torch::Tensor pairs = torch::arange(S, edge_i.options()) * S + a;                  // (S) [centre][a]
+      torch::Tensor s0 = -mean_s_.index_select(0, pairs) / std_s_.index_select(0, pairs);  // (S) per centre species
+      torch::Tensor g0 = apply_net(embed_[static_cast<std::size_t>(a)], s0.unsqueeze(1), 0, static_cast<int>(a),
+                                   torch::Tensor());                                    // (S, M1)
+      torch::Tensor w = (static_cast<double>(arch_.sel[static_cast<std::size_t>(a)]) - n_ia.select(1, a)) *
+                        s0.index_select(0, species);                                     // (N)
+      pad = pad + g0.index_select(0, species) * w.unsqueeze(1);
+    }
+    T = T + torch::cat({pad.unsqueeze(2), torch::zeros({N, M1, 3}, opts)}, 2);
+  }
   T = T / arch_.neighbor_norm;
   // Eq. D: D_i = T_i T_i[:M2]ᵀ, flattened row-major (m·M2 + n).
   torch::Tensor T2 = T.index({Slice(), Slice(0, M2), Slice()});                // (N, M2, 4)

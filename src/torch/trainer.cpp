@@ -55,7 +55,8 @@ void descriptor_statistics(const std::vector<FrameData>& frames, const std::vect
                            std::vector<int>& max_neighbors) {
   const int S = m.nspecies();
   const auto SS = static_cast<std::size_t>(S * S);
-  std::vector<double> n(SS, 0), sum_s(SS, 0), sum_s2(SS, 0), sum_r2(SS, 0);
+  std::vector<double> n(SS, 0), sum_s(SS, 0), sum_s2(SS, 0), sum_r2(SS, 0), sum_a(SS, 0);
+  std::vector<std::int64_t> centres(static_cast<std::size_t>(S), 0);  // centre atoms per species
   max_neighbors.assign(static_cast<std::size_t>(S), 0);
   const double rc = m.rcut, rs = m.rcut_smth;
   for (int fi : which) {
@@ -68,6 +69,7 @@ void descriptor_statistics(const std::vector<FrameData>& frames, const std::vect
     const std::int64_t* ej = b.edge_j.data_ptr<std::int64_t>();
     const std::int64_t* sp = b.species.data_ptr<std::int64_t>();
     const std::int64_t N = b.natoms();
+    for (std::int64_t i = 0; i < N; ++i) ++centres[static_cast<std::size_t>(sp[i])];
     std::vector<int> count(static_cast<std::size_t>(N * S), 0);  // (N, S) neighbours per species
     for (std::int64_t e = 0; e < b.nedges(); ++e) {
       double x[3];
@@ -85,6 +87,7 @@ void descriptor_statistics(const std::vector<FrameData>& frames, const std::vect
       sum_s[pair] += s;
       sum_s2[pair] += s * s;
       for (int k = 0; k < 3; ++k) sum_r2[pair] += (s * x[k] / r) * (s * x[k] / r);
+      for (int k = 0; k < 3; ++k) sum_a[pair] += s * x[k] / r;
       ++count[static_cast<std::size_t>(ei[e] * S + sp[ej[e]])];
     }
     for (std::size_t k = 0; k < count.size(); ++k) {
@@ -96,6 +99,36 @@ void descriptor_statistics(const std::vector<FrameData>& frames, const std::vect
   std_s.assign(SS, 1.0);
   std_r.assign(SS, 1.0);
   constexpr double kProtect = 1e-2;
+  if (m.deepmd_env_mat()) {
+    // DeePMD-kit's statistics (deepmd/tf/descriptor/se_a.py, _compute_dstats_sys_smth): per
+    // centre species over all sum(sel) slots of every centre, empty slots counting as zeros;
+    // one mean and std of s and one std of the three s·x_k/r columns, shared by all neighbour
+    // species.
+    std::int64_t nsel = 0;
+    for (int v : m.sel) nsel += v;
+    for (int c = 0; c < S; ++c) {
+      double slots = 0, sr = 0, sr2 = 0, sa = 0, sa2 = 0;
+      for (int a = 0; a < S; ++a) {
+        const auto k = static_cast<std::size_t>(c * S + a);
+        sr += sum_s[k];
+        sr2 += sum_s2[k];
+        sa += sum_a[k] / 3;
+        sa2 += sum_r2[k] / 3;
+      }
+      slots = static_cast<double>(centres[static_cast<std::size_t>(c)]) * static_cast<double>(nsel);
+      if (slots == 0) continue;
+      const double mean = sr / slots;
+      const double sd_s = std::sqrt(std::max(0.0, sr2 / slots - mean * mean));
+      const double sd_a = std::sqrt(std::max(0.0, sa2 / slots - (sa / slots) * (sa / slots)));
+      for (int a = 0; a < S; ++a) {
+        const auto k = static_cast<std::size_t>(c * S + a);
+        mean_s[k] = mean;
+        std_s[k] = sd_s < kProtect ? kProtect : sd_s;
+        std_r[k] = sd_a < kProtect ? kProtect : sd_a;
+      }
+    }
+    return;
+  }
   for (std::size_t k = 0; k < SS; ++k) {
     if (n[k] == 0) continue;
     mean_s[k] = sum_s[k] / n[k];
@@ -406,6 +439,7 @@ TrainConfig TrainConfig::from_json(const json& j, const std::string& base_dir, c
   }
   c.fit_widths = m.int_list("fit_widths", c.fit_widths, false, 1, false);
   c.resnet_dt = m.boolean("resnet_dt", c.resnet_dt);
+  c.env_mat = m.string("env_mat", c.env_mat, {"qnn", "deepmd"});
   c.precision = m.string("precision", c.precision, {"float", "double"});
   if (!c.species.empty() && c.species.size() != c.sel.size()) {
     m.fail_at("model.sel", "has " + std::to_string(c.sel.size()) + " entries for " + std::to_string(c.species.size()) + " species");
@@ -431,6 +465,7 @@ json TrainConfig::to_json() const {
         {"axis_neuron", axis_neuron},
         {"fit_widths", fit_widths},
         {"resnet_dt", resnet_dt},
+        {"env_mat", env_mat},
         {"precision", precision}}},
       {"data",
        {{"systems", systems},
@@ -754,6 +789,7 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opt) {
   Model init = Model::make_random(cfg.species, cfg.rcut, cfg.rcut_smth, cfg.sel, cfg.embed_widths, cfg.axis_neuron,
                                   cfg.fit_widths, cfg.resnet_dt, cfg.seed);
   if (cfg.neighbor_norm > 0) init.neighbor_norm = cfg.neighbor_norm;
+  init.env_mat = cfg.env_mat;
   for (Net& net : init.fit) std::fill(net.layers.back().bias.begin(), net.layers.back().bias.end(), 0.0);  // start at the bias
   std::vector<int> max_nb;
   descriptor_statistics(data.frames, spaced_subset(data.train_idx, cfg.stat_frames), init, init.mean_s, init.std_s,

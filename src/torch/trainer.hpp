@@ -27,6 +27,7 @@ struct TrainConfig {
   int axis_neuron = 16;
   std::vector<int> fit_widths{240, 240, 240};
   bool resnet_dt = true;
+  std::string env_mat = "deepmd";           // "deepmd" | "qnn": environment-matrix convention (model.hpp)
   std::string precision = "double";         // "float" | "double": training arithmetic
   // "data"
   std::vector<std::string> systems;         // required: DeePMD system directories

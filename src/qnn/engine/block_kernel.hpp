@@ -58,6 +58,11 @@ struct ModelArgs {
   const float* coef = nullptr;       // (S, n1+n2, 6, m1p)
   double s_fast = 0;        // edges with s <= s_fast take the vectorised int32 path
   double t_scale = 0;       // fixed-point scale of the descriptor terms G·R̂
+  // env_mat "deepmd" (model.hpp): R̂₀ = ŝ, and each empty slot of neighbour species a adds
+  // pad64[(c·S + a)·m1p + m] (G_a(ŝ₀)[m]·ŝ₀ on the t_scale grid) to column 0 of T.
+  bool deepmd = false;
+  const int* sel = nullptr;             // (S)
+  const std::int64_t* pad64 = nullptr;  // (S*S, m1p)
   const FitNet* fit = nullptr;  // (S)
   int max_width_p = 0;      // largest padded activation width of any fitting layer (k0_p incl.)
   int max_out_p = 0;        // largest padded hidden width

@@ -159,12 +159,12 @@ inline bool edge_geometry(const ModelArgs& M, const GraphArgs& G, int i, int j, 
   const int p = c * M.S + E.a;
   E.iss = M.inv_std_s[p];
   E.isr = M.inv_std_r[p];
-  E.R[0] = E.s * E.iss;
+  const double shat = (E.s - M.mean_s[p]) * E.iss;
+  E.R[0] = M.deepmd ? shat : E.s * E.iss;
   const double sr = E.s * E.isr / E.r;
   E.R[1] = sr * E.dx;
   E.R[2] = sr * E.dy;
   E.R[3] = sr * E.dz;
-  const double shat = (E.s - M.mean_s[p]) * E.iss;
   locate(M.zones[E.a], shat, E.k, E.t, E.inv_h);
   E.fast = E.s <= M.s_fast && E.k < M.zones[E.a].n1;
   return true;
@@ -270,6 +270,9 @@ inline void flush_t32(int n, std::int32_t* t32, std::int64_t* t64) {
   }
 }
 
+// Species of a model with env_mat "deepmd" the kernel counts neighbours of (limits::kMaxSpecies).
+constexpr int kMaxPadSpecies = 128;
+
 // Edges per int32 flush: each term is below 2^27 in grid units (t_scale), so 8 fit in int32.
 constexpr int kFlushEdges = 8;
 
@@ -281,9 +284,12 @@ void descriptor_forward(const ModelArgs& M, const GraphArgs& G, int i, int c, co
   std::fill(S.t64, S.t64 + 4 * P, std::int64_t(0));
   std::fill(S.t32, S.t32 + 4 * P, std::int32_t(0));
   int pending = 0;
+  int filled[kMaxPadSpecies];  // active neighbours per species (env_mat "deepmd")
+  if (M.deepmd) std::fill(filled, filled + M.S, 0);
   for (int e = G.offsets[i]; e < G.offsets[i + 1]; ++e) {
     Edge E;
     if (!edge_geometry(M, G, i, G.neighbors[e], c, rc2, E, res)) continue;
+    if (M.deepmd) ++filled[E.a];
     if (E.fast) {
       const float* cf = coef_of(M, E.a, E.k);
       const float t = static_cast<float>(E.t);
@@ -326,6 +332,13 @@ void descriptor_forward(const ModelArgs& M, const GraphArgs& G, int i, int c, co
     }
   }
   flush_t32(4 * P, S.t32, S.t64);
+  if (M.deepmd) {  // empty slots: exact integers, species by species
+    for (int a = 0; a < M.S; ++a) {
+      const std::int64_t empty = M.sel[a] - filled[a];
+      const std::int64_t* pad = M.pad64 + (static_cast<std::size_t>(c) * M.S + a) * P;
+      for (int m = 0; m < M.m1; ++m) S.t64[m] += empty * pad[m];
+    }
+  }
   const double f = M.inv_nc / M.t_scale;
   for (int q = 0; q < 4 * P; ++q) T[q] = static_cast<float>(static_cast<double>(S.t64[q]) * f);
   // D[m][n] = Σ_k T[k][m] T[k][n]   (eq. D)

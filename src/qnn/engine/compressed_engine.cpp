@@ -41,6 +41,8 @@ struct CompressedEngine::Impl {
   std::vector<FitNet> nets;
   std::vector<v2::TableZone> zones;
   std::vector<double> inv_std_s, inv_std_r;
+  std::vector<int> sel;                // env_mat "deepmd": slots per neighbour species
+  std::vector<std::int64_t> pad64;     // env_mat "deepmd": (S*S, m1p) empty-slot term
   v2::ModelArgs margs;
   v2::BlockFn block = nullptr;
   std::string kernel_name;
@@ -135,11 +137,38 @@ CompressedEngine::CompressedEngine(const Model& model, const CompressedOptions& 
   A.zones = I.zones.data();
   A.coef = I.table.coefficients(0, 0);
   A.s_fast = switched_inverse(opt.table.r_fine, m.rcut_smth, m.rcut);
-  // Fixed-point scale of the descriptor terms: every fast-path |G·R̂| stays below 2^27 units.
-  const double bound = 1.05 * I.table.max_abs_value() * max_inv * A.s_fast;
+  // Fixed-point scale of the descriptor terms: every fast-path |G·R̂| stays below 2^27 units
+  // (with env_mat "deepmd" R̂₀ = ŝ = (s − mean_s)/std_s).
+  double max_mean = 0.0;
+  if (m.deepmd_env_mat())
+    for (double v : m.mean_s) max_mean = std::max(max_mean, std::abs(v));
+  const double bound = 1.05 * I.table.max_abs_value() * max_inv * (A.s_fast + max_mean);
   if (!(bound > 0.0) || !std::isfinite(bound))
     throw Error("model: the descriptor's range is not finite (embedding or statistics)");
   A.t_scale = std::ldexp(1.0, static_cast<int>(std::floor(std::log2(0x1p27 / bound))));
+  A.deepmd = m.deepmd_env_mat();
+  if (A.deepmd) {
+    // The empty-slot term of every (centre, neighbour) pair from the table itself, so that a
+    // neighbour leaving the cutoff (ŝ → ŝ₀) and the slot it frees add the same amount.
+    if (m.sel.size() != static_cast<std::size_t>(S)) throw Error("model: env_mat 'deepmd' needs sel for every species");
+    I.sel = m.sel;
+    const int P = A.m1p;
+    I.pad64.assign(SS * static_cast<std::size_t>(P), 0);
+    std::vector<double> g(static_cast<std::size_t>(P)), dg(static_cast<std::size_t>(P));
+    for (int c = 0; c < S; ++c)
+      for (int a = 0; a < S; ++a) {
+        const std::size_t p = static_cast<std::size_t>(c) * S + a;
+        const double s0 = -m.mean_s[p] * I.inv_std_s[p];
+        I.table.evaluate(a, s0, g.data(), dg.data());
+        for (int k = 0; k < A.m1; ++k) {
+          const double v = std::trunc(g[static_cast<std::size_t>(k)] * s0 * A.t_scale);
+          if (!(std::abs(v) < 0x1p40)) throw Error("model: the empty-slot term of env_mat 'deepmd' is out of range");
+          I.pad64[p * P + static_cast<std::size_t>(k)] = static_cast<std::int64_t>(v);
+        }
+      }
+    A.sel = I.sel.data();
+    A.pad64 = I.pad64.data();
+  }
 
   // ---- fitting nets
   I.layers.resize(S);
