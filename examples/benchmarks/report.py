@@ -242,7 +242,7 @@ fix          dev all ave/time {every} 1 {every} c_dev[1] c_dev[2] c_dev[3] file 
 # linear hydrogen bond, compressed); "H behind": both H of molecule 2 on the far side (O-O).
 # (H offsets from O2 along x; the second H sits at y = 0.9267; O-H 0.9572 A, HOH 104.5 deg.)
 SCAN_ORIENT = {"H first": (-0.9572, 0.2397), "H behind": (0.9572, -0.2397)}
-SCAN_X0, SCAN_DX, SCAN_N = 3.6, 0.04, 60
+SCAN_X0, SCAN_DX, SCAN_N = 3.6, 0.04, 66   # O-O 3.6 -> 1.0 A (issue 14's range)
 SCAN_XMIN = SCAN_X0 - SCAN_DX * (SCAN_N - 1)
 SCAN_FAR = 2.4     # O-O distances below this are not visited by liquid water at 300 K
 SCAN_DATA = """two water molecules (qnn report close-approach scan)
@@ -912,6 +912,38 @@ def main():
                 rm = nve[(tsize, mode)]
                 targets.append([f"{mode}: O-O RDF first peak within 2% of FP32", f"{st['oo_peak_diff_pct']:+.2f}% ({tsize} atoms{blew(rm)})",
                                 verdict(abs(st["oo_peak_diff_pct"]) <= 2.0 and not rm["unstable"])])
+        # issue 13: the compressed fp32 and the conserving quantized mode against the exact
+        # fp64 network (its own run, same start)
+        f64 = drift_of("fp64")
+        for mode in ("fp32", "weight-only"):
+            r = drift_of(mode)
+            if r is None or f64 is None:
+                continue
+            noise = 2.0 * math.hypot(r["own_slope_se"], f64["own_slope_se"])
+            targets.append([f"{mode} drift <= 0.05 meV/atom/ps and not worse than fp64 beyond noise (2 sigma)",
+                            f"{r['fix_slope']:+.4f} vs fp64 {f64['fix_slope']:+.4f} (+ {noise:.4f}; {tsize} atoms, {r['ps']:.2f} ps{blew(r)})",
+                            verdict(abs(r["fix_slope"]) <= 0.05 and abs(r["fix_slope"]) <= abs(f64["fix_slope"]) + noise
+                                    and not r["unstable"])])
+    # issue 14: the close-approach scan, both orientations (fp32 file)
+    for orient, (label, lo, hi, start, shift) in {
+            "H behind": ("O-O", 1.0, 1.6, 2.4, 0.0),
+            "H first": ("intermolecular O-H", 0.7, 1.2, 1.2, -SCAN_ORIENT["H first"][0])}.items():
+        res = scan.get((orient, "fp32"))
+        if res is None:
+            continue
+        d = res["x"] - shift                       # the scanned distance, decreasing
+        e = res["e"]
+        if d.min() > lo + 1e-9:
+            targets.append([f"scan {orient}: {label} energy rises below {hi} A down to {lo} A", f"the scan stops at {d.min():.2f} A", "not measured"])
+            continue
+        def at(v):
+            return float(np.interp(v, d[::-1], e[::-1]))
+        inside = (d < hi) & (d > lo)
+        pts = np.concatenate([[at(hi)], e[inside], [at(lo)]])
+        mono = bool(np.all(np.diff(pts) > 0))
+        rise = at(lo) - at(start)
+        targets.append([f"scan {orient} (fp32): {label} energy rises monotonically from {hi} to {lo} A and ends >= 0.5 eV above its value at {start} A",
+                        f"{'monotonic' if mono else 'not monotonic'}; E({lo}) - E({start}) = {rise:+.3f} eV", verdict(mono and rise >= 0.5)])
     one = [b for b in bench if b["np"] == 1 and b["mode"] == "int8"]
     if one:
         for b in one:
