@@ -9,6 +9,8 @@ Usage: plot_trainer_parity.py QNN_LCURVE.csv PEER_DIR OUT_PREFIX [--label NAME=Q
                   own curve, whose validation is ONE frame per point, drawn faint)
   OUT_PREFIX      writes OUT_PREFIX.png and OUT_PREFIX.csv
   --label         further qnn curves to draw (e.g. an earlier trainer), NAME=CSV
+  --quoted CSV    DeePMD-kit dp-test figures quoted from elsewhere (same columns as dp_test.csv),
+                  drawn as hollow markers and used for the ratios where PEER_DIR has no point
 
 The CSV has one row per step that any curve has: step, then for each curve its energy
 (meV/atom) and force (meV/Å) RMSE on data_2 where it has a point, and, at the steps where
@@ -59,10 +61,16 @@ def qnn_curve(path):
 
 def main(argv):
     extra = []
+    quoted_path = None
     args = []
     i = 1
     while i < len(argv):
-        if argv[i] == "--label":
+        if argv[i] == "--quoted":
+            if i + 1 >= len(argv):
+                die("--quoted needs a CSV")
+            quoted_path = argv[i + 1]
+            i += 2
+        elif argv[i] == "--label":
             if i + 1 >= len(argv) or "=" not in argv[i + 1]:
                 die("--label needs NAME=CSV")
             name, path = argv[i + 1].split("=", 1)
@@ -78,6 +86,12 @@ def main(argv):
     curves = [("qnn", qnn_curve(qnn_path))] + [(n, qnn_curve(p)) for n, p in extra]
     test = {int(num(r["step"])): (num(r["e_rmse_meV_per_atom"]), num(r["f_rmse_meV_per_A"]))
             for r in read_rows(os.path.join(peer_dir, "dp_test.csv"))}
+    quoted = {}
+    if quoted_path:
+        quoted = {int(num(r["step"])): (num(r["e_rmse_meV_per_atom"]), num(r["f_rmse_meV_per_A"]))
+                  for r in read_rows(quoted_path)}
+    measured = dict(test)
+    test = {**quoted, **test}  # measured points win
     lc_path = os.path.join(peer_dir, "lcurve.csv")
     lc = {}
     if os.path.isfile(lc_path):
@@ -88,7 +102,7 @@ def main(argv):
     header = ["step"]
     for name, _ in curves:
         header += [f"{name}_e_rmse_meV_atom", f"{name}_f_rmse_meV_A"]
-    header += ["deepmd_dptest_e_rmse_meV_atom", "deepmd_dptest_f_rmse_meV_A", "f_ratio_qnn_over_deepmd",
+    header += ["deepmd_dptest_e_rmse_meV_atom", "deepmd_dptest_f_rmse_meV_A", "deepmd_source", "f_ratio_qnn_over_deepmd",
                "e_ratio_qnn_over_deepmd"]
     with open(out + ".csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -100,7 +114,8 @@ def main(argv):
                 row += [f"{e:.4f}", f"{fr:.4f}"]
             te, tf = test.get(s, (math.nan, math.nan))
             qe, qf = curves[0][1].get(s, (math.nan, math.nan))
-            row += [f"{te:.4f}", f"{tf:.4f}", f"{qf / tf:.3f}" if s in test else "",
+            src = "measured" if s in measured else ("quoted" if s in quoted else "")
+            row += [f"{te:.4f}", f"{tf:.4f}", src, f"{qf / tf:.3f}" if s in test else "",
                     f"{qe / te:.3f}" if s in test else ""]
             w.writerow(["" if x == "nan" else x for x in row])
 
@@ -110,8 +125,12 @@ def main(argv):
             xs = sorted(s for s in lc if s > 0)
             ax.plot(xs, [lc[s][k] for s in xs], color="tab:gray", alpha=0.35, lw=0.8,
                     label="DeePMD-kit lcurve (1 frame per point)")
-        xs = sorted(test)
-        ax.plot(xs, [test[s][k] for s in xs], "o", color="black", ms=7, label="DeePMD-kit, dp test (80 frames)")
+        xs = sorted(measured)
+        ax.plot(xs, [measured[s][k] for s in xs], "o", color="black", ms=7, label="DeePMD-kit, dp test (80 frames)")
+        if quoted:
+            xs = sorted(quoted)
+            ax.plot(xs, [quoted[s][k] for s in xs], "o", mfc="none", color="black", ms=9,
+                    label="DeePMD-kit, dp test, quoted (issue 14)")
         for (name, c), color in zip(curves, ("tab:blue", "tab:orange", "tab:green", "tab:red")):
             xs = sorted(s for s in c if s > 0)
             ax.plot(xs, [c[s][k] for s in xs], "-", color=color, lw=1.4, label=f"{name} (80 frames)")
