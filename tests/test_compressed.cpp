@@ -102,7 +102,7 @@ double reference_energy(const Model& m, const EmbeddingTable& tab, const Neighbo
                            s * x[1] / (r * m.std_r[p]), s * x[2] / (r * m.std_r[p])};
       ++filled[a];
       for (int o = 0; o < M1; ++o) {
-        const double G = table_g(a, shat, o);
+        const double G = table_g(m.embed_index(c, a), shat, o);
         for (int kk = 0; kk < 4; ++kk) T[4 * o + kk] += G * R[kk] / m.neighbor_norm;
       }
     }
@@ -110,7 +110,7 @@ double reference_energy(const Model& m, const EmbeddingTable& tab, const Neighbo
       for (int a = 0; a < S; ++a) {
         const int p = c * S + a;
         const double s0 = -m.mean_s[p] / m.std_s[p];
-        for (int o = 0; o < M1; ++o) T[4 * o] += (m.sel[a] - filled[a]) * table_g(a, s0, o) * s0 / m.neighbor_norm;
+        for (int o = 0; o < M1; ++o) T[4 * o] += (m.sel[a] - filled[a]) * table_g(m.embed_index(c, a), s0, o) * s0 / m.neighbor_norm;
       }
     }
     std::vector<double> x(M1 * M2);
@@ -373,6 +373,76 @@ void expect_permutation_invariant(const Model& m, Mode mode) {
     }
   EXPECT_EQ(mismatches, 0) << to_string(mode);
   EXPECT_TRUE(std::isfinite(a.energy));
+}
+
+// ---------------------------------------------------------------- pair embedding nets
+
+double max_force_diff(const NeighborGraph& g, const EvalResult& a, const EvalResult& b, double* scale) {
+  const auto fa = fold_ghost_forces(g, a.force), fb = fold_ghost_forces(g, b.force);
+  double fmax = 0.0, fs = 0.0;
+  for (std::size_t q = 0; q < fa.size(); ++q) {
+    fmax = std::max(fmax, std::abs(fa[q] - fb[q]));
+    fs = std::max(fs, std::abs(fb[q]));
+  }
+  if (scale) *scale = fs;
+  return fmax;
+}
+
+// type_one_side false (one net per centre and neighbour species): the compressed engine picks
+// the table of the block's centre species.
+TEST(Compressed, PairNetsMatchTheExactNetworkOnWater) {
+  const Model m = test::small_pair_model(23, 6.0, {46, 92});
+  CompressedEngine v2(m);
+  Engine<double> exact(m);
+  const NeighborGraph g = graph_of(water_frame(m, 6), m.rcut);
+  EvalResult a, b;
+  v2.compute(g, a);
+  exact.compute(g, b);
+  double fscale = 0.0;
+  const double fmax = max_force_diff(g, a, b, &fscale);
+  std::printf("pair nets: max |dF| %.3g of max |F| %.3g; dE %.3g eV\n", fmax, fscale, a.energy - b.energy);
+  EXPECT_LT(fmax, 1e-5 * fscale);
+  EXPECT_NEAR(a.energy, b.energy, 1e-6 * std::abs(b.energy));
+  EXPECT_NEAR(a.energy, reference_energy(m, v2.table(), g), 1e-6 * std::abs(b.energy));
+  for (int k = 0; k < 6; ++k) EXPECT_NEAR(a.virial[k], b.virial[k], 1e-5 * (1.0 + std::abs(b.virial[k])));
+  EXPECT_EQ(v2.table().ntables(), 4);
+}
+
+TEST(Compressed, PairNetsForcesAreTheGradient) {
+  expect_forces_are_the_gradient(test::small_pair_model(29, 4.0, {20, 40}));
+}
+
+// A pair model whose nets (c, a) all equal the one-side net a computes what the one-side
+// model computes, in every engine; changing one pair's net changes only what it should.
+TEST(Compressed, PairNetsEqualToOneSideNetsGiveTheOneSideResult) {
+  Model one = test::small_water_model(31, 4.0);
+  one.env_mat = "deepmd";
+  one.sel = {20, 40};
+  one.neighbor_norm = 60;
+  Model pair = one;
+  pair.type_one_side = false;
+  pair.embed.clear();
+  for (int c = 0; c < 2; ++c)
+    for (int a = 0; a < 2; ++a) pair.embed.push_back(one.embed[a]);
+  pair.validate("pair");
+  const NeighborGraph g = graph_of(water_frame(one, 2), one.rcut);
+  EvalResult a1, a2, b1, b2;
+  Engine<double>(one).compute(g, a1);
+  Engine<double>(pair).compute(g, a2);
+  EXPECT_EQ(a1.energy, a2.energy);
+  EXPECT_EQ(max_force_diff(g, a1, a2, nullptr), 0.0);
+  CompressedEngine(one).compute(g, b1);
+  CompressedEngine(pair).compute(g, b2);
+  EXPECT_EQ(b1.energy, b2.energy);
+  EXPECT_EQ(max_force_diff(g, b1, b2, nullptr), 0.0);
+  // negative control: perturb net (H centre, O neighbour) only
+  Model p2 = pair;
+  for (double& w : p2.embed[2].layers[0].weight) w *= 1.1;
+  EvalResult c2, d2;
+  Engine<double>(p2).compute(g, c2);
+  CompressedEngine(p2).compute(g, d2);
+  EXPECT_GT(std::abs(c2.energy - a1.energy), 1e-6);
+  EXPECT_NEAR(c2.energy, d2.energy, 1e-6 * std::abs(c2.energy));
 }
 
 TEST(CompressedDeterminism, Fp32) {

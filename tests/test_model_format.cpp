@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 
 #include "qnn/error.hpp"
 #include "qnn/model.hpp"
@@ -17,8 +19,11 @@ namespace {
 
 void expect_same_weights(const Model& a, const Model& b) {
   ASSERT_EQ(a.nspecies(), b.nspecies());
-  for (int s = 0; s < a.nspecies(); ++s) {
+  ASSERT_EQ(a.type_one_side, b.type_one_side);
+  ASSERT_EQ(a.embed.size(), b.embed.size());
+  for (int s = 0; s < a.n_embed_nets(); ++s) {
     for (int which = 0; which < 2; ++which) {
+      if (which && s >= a.nspecies()) continue;
       const auto& na = which ? a.fit[s] : a.embed[s];
       const auto& nb = which ? b.fit[s] : b.embed[s];
       ASSERT_EQ(na.layers.size(), nb.layers.size());
@@ -84,6 +89,36 @@ TEST(ModelFormat, EnvMatRoundTripsAndDefaultsToQnn) {
   EXPECT_EQ(qnn::read_model(p.str()).env_mat, "deepmd");
   m.env_mat = "other";
   EXPECT_THROW(qnn::write_model(m, p.str()), qnn::Error);
+}
+
+// Pair embedding nets (type_one_side false): S*S nets, layers "embed.<c>.<a>.<l>", the key
+// written only when false; a one-side file has no such key and reads as one side.
+TEST(ModelFormat, PairEmbeddingNetsRoundTrip) {
+  Model m = qnn::test::small_pair_model(3);
+  ASSERT_EQ(m.embed.size(), 4u);
+  m.provenance["storage_dtype"] = "f64";
+  TempPath p(".qnn");
+  qnn::write_model(m, p.str());
+  const Model r = qnn::read_model(p.str());
+  EXPECT_FALSE(r.type_one_side);
+  expect_same_weights(m, r);
+  EXPECT_EQ(&r.embed_net(1, 0), &r.embed[2]);
+  std::ifstream f(p.str(), std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  EXPECT_NE(bytes.find("\"embed.1.0.1\""), std::string::npos) << "layer embed.<centre>.<neighbour>.<layer>";
+  EXPECT_NE(bytes.find("\"type_one_side\""), std::string::npos);
+  EXPECT_NE(qnn::describe(r).find("embed.H.O.0"), std::string::npos) << qnn::describe(r);
+  // one side: no key, S nets
+  const Model o = qnn::test::small_water_model();
+  qnn::write_model(o, p.str());
+  std::ifstream g(p.str(), std::ios::binary);
+  const std::string obytes((std::istreambuf_iterator<char>(g)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(obytes.find("type_one_side"), std::string::npos);
+  EXPECT_TRUE(qnn::read_model(p.str()).type_one_side);
+  // a pair model with one net missing is refused
+  Model bad = m;
+  bad.embed.pop_back();
+  EXPECT_THROW(bad.validate("bad"), qnn::Error);
 }
 
 TEST(ModelFormat, RoundTripFloatRoundsToFloat) {

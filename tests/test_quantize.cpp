@@ -417,6 +417,36 @@ TEST(Calibrate, ObservesEveryLayerInputAndEmbeddingOutput) {
   (void)atoms;
 }
 
+// Pair embedding nets (type_one_side false): S*S nets named embed.<centre>.<neighbour>.<layer>,
+// one embedding-output observer per net, and a plan applies to them.
+TEST(Plan, PairEmbeddingNetsAreNamedByCentreAndNeighbour) {
+  const Model m = test::small_pair_model(7, 4.0, {30, 60});
+  const std::vector<LayerRef> layers = list_layers(m);
+  ASSERT_EQ(layers.size(), 4u * m.embed_widths.size() + 2u * (m.fit_widths.size() + 1));
+  EXPECT_EQ(layers.front().name, "embed.0.0.0");
+  EXPECT_EQ(layers[m.embed_widths.size()].name, "embed.0.1.0");
+  const QuantPlan p = parse_plan({{"embed.H.O.1", "int16"}}, m, {8, 8}, "plan.json");
+  for (std::size_t i = 0; i < layers.size(); ++i)
+    EXPECT_EQ(p.layers[i], layers[i].name == "embed.1.0.1" ? (LayerBits{16, 16}) : (LayerBits{8, 8})) << layers[i].name;
+  EXPECT_THROW(parse_plan({{"embed.O.1", "int16"}}, m, {8, 8}, "plan.json"), Error);  // one-side name
+  EXPECT_THROW(parse_plan({{"embed.O.X.1", "int16"}}, m, {8, 8}, "plan.json"), Error);
+}
+
+TEST(Calibrate, PairEmbeddingNetsObserveEachNet) {
+  const Model m = test::small_pair_model(7, 4.0, {30, 60});
+  ensure_kokkos_initialized(2);
+  const FrameSet calib = load_frames({std::string(QNN_WATER_DATA_DIR) + "/data_0"}, m, 2);
+  const Calibration cal = calibrate(m, calib);
+  ASSERT_EQ(cal.embed_out.size(), 4u);
+  for (const TensorObserver& o : cal.embed_out) EXPECT_GT(o.count(), 0u);
+  const Model q = apply_plan(m, uniform_plan(m, {8, 8}), cal, {});
+  EXPECT_FALSE(q.type_one_side);
+  for (const Net& n : q.embed) EXPECT_GT(n.layers.back().quant.out_scale, 0.0f);
+  TempPath f(".qnn");
+  write_model(q, f.str());
+  EXPECT_EQ(read_model(f.str()).embed.size(), 4u);
+}
+
 TEST(Sweep, EightBitsBeatFourBitsAndSixteenAreNearExact) {
   SmallSetup s;
   const Calibration cal = calibrate(s.m, s.calib);

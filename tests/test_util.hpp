@@ -80,4 +80,21 @@ inline Model small_water_model(std::uint64_t seed = 7, double rcut = 4.0) {
   return m;
 }
 
+// The same with one embedding net per (centre, neighbour) pair (type_one_side false) and
+// env_mat "deepmd", as imported DeePMD-kit models have.
+inline Model small_pair_model(std::uint64_t seed = 7, double rcut = 4.0, std::vector<int> sel = {20, 40}) {
+  Model m = Model::make_random({"O", "H"}, rcut, 0.5, sel, {4, 8}, 4, {12, 12}, true, seed, false);
+  std::mt19937_64 rng(seed + 1);
+  std::uniform_real_distribution<double> u(0.5, 1.5);
+  for (std::size_t k = 0; k < m.mean_s.size(); ++k) {
+    m.mean_s[k] = u(rng) - 1.0;
+    m.std_s[k] = u(rng);
+    m.std_r[k] = u(rng);
+  }
+  m.energy_bias = {-93.5, -187.0};
+  m.env_mat = "deepmd";
+  m.validate("pair test model");
+  return m;
+}
+
 }  // namespace qnn::test

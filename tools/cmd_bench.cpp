@@ -83,7 +83,7 @@ double network_macs(const Model& m, const NeighborGraph& g) {
       double r2 = 0;
       for (int d = 0; d < 3; ++d) r2 += std::pow(g.positions[3 * j + d] - g.positions[3 * i + d], 2);
       if (r2 >= m.rcut * m.rcut) continue;
-      for (const DenseLayer& L : m.embed[g.species[j]].layers) macs += 2.0 * L.in * L.out;
+      for (const DenseLayer& L : m.embed_net(g.species[i], g.species[j]).layers) macs += 2.0 * L.in * L.out;
     }
     for (const DenseLayer& L : m.fit[g.species[i]].layers) macs += 2.0 * L.in * L.out;
   }

@@ -285,6 +285,7 @@ class Backend final : public BackendBase {
 
   // model constants
   int nspecies_ = 0;
+  int epair_ = 0;               // embedding net of edge (c, a): epair_*c + a (0: one side; S: pairs)
   int m1_ = 0;                  // M1
   int m2_ = 0;                  // M2
   double rc_ = 0.0;
@@ -294,8 +295,8 @@ class Backend final : public BackendBase {
   int fit_width_ = 0;           // summed widths of a fitting net
   V1<Real> d_eparam_;           // packed embedding parameters
   V1<LayerDesc> d_elayers_;     // (n embedding layers)
-  V1<int> d_efirst_;            // (S + 1)
-  V1<int> d_goff_;              // (S) offset of G in an embedding row, per neighbour species
+  V1<int> d_efirst_;            // (n embedding nets + 1)
+  V1<int> d_goff_;              // (n embedding nets) offset of G in an embedding row, per net
   V1<Real> d_fparam_;           // packed fitting parameters
   V1<LayerDesc> d_flayers_;     // (n fitting layers)
   V1<int> d_ffirst_;            // (S + 1)
@@ -365,7 +366,7 @@ Backend<Real, Space>::Backend(const Model& m)
   if (!(rs_ >= 0.0 && rs_ < rc_)) throw Error("model: needs 0 <= rcut_smth < rcut");
   if (!(m.neighbor_norm > 0.0)) throw Error("model: neighbor_norm must be positive");
   inv_nc_ = static_cast<Real>(1.0 / m.neighbor_norm);
-  if (m.embed.size() != static_cast<std::size_t>(S) ||
+  if (m.embed.size() != static_cast<std::size_t>(m.n_embed_nets()) ||
       m.fit.size() != static_cast<std::size_t>(S))
     throw Error("model: needs one embedding and one fitting net per species");
   const std::size_t SS = static_cast<std::size_t>(S) * S;
@@ -380,8 +381,9 @@ Backend<Real, Space>::Backend(const Model& m)
   upload(d_eparam_, e.params);
   upload(d_elayers_, e.layers);
   upload(d_efirst_, e.first);
-  std::vector<int> goff(S);
-  for (int a = 0; a < S; ++a) goff[a] = e.layers[e.first[a + 1] - 1].act;
+  epair_ = m.type_one_side ? 0 : S;
+  std::vector<int> goff(m.embed.size());
+  for (std::size_t n = 0; n < goff.size(); ++n) goff[n] = e.layers[e.first[n + 1] - 1].act;
   upload(d_goff_, goff);
   upload(d_fparam_, f.params);
   upload(d_flayers_, f.layers);
@@ -409,7 +411,7 @@ Backend<Real, Space>::Backend(const Model& m)
       for (int a = 0; a < S; ++a) {
         const std::size_t p = static_cast<std::size_t>(c * S + a);
         const double s0 = -m.mean_s[p] / m.std_s[p];
-        embedding_exact(m, a, s0, g.data(), dg.data(), d2g.data());
+        embedding_exact(m, m.embed_index(c, a), s0, g.data(), dg.data(), d2g.data());
         for (int k = 0; k < m1_; ++k) h_pad(p, static_cast<std::size_t>(k)) = static_cast<Real>(g[static_cast<std::size_t>(k)] * s0);
       }
     }
@@ -560,6 +562,7 @@ void Backend<Real, Space>::run_chunk(int a0, int a1, int e0, int e1) {
   const auto eatom = d_eatom_;
   const auto gedge = d_g_;
   const int S = nspecies_;
+  const int epair = epair_;
   const int m1 = m1_;
   const int m2 = m2_;
   const double rc = rc_;
@@ -619,7 +622,7 @@ void Backend<Real, Space>::run_chunk(int a0, int a1, int e0, int e1) {
   Kokkos::parallel_for(
       "qnn:embed_forward", Policy(e0, e1), KOKKOS_LAMBDA(const int e) {
         const int le = e - e0;
-        const int a = species(neighbors(e));
+        const int a = epair * species(centre(e)) + species(neighbors(e));  // embedding net
         Real* t = &et(le, 0);
         Real* y = &ey(le, 0);
         const int l0 = efirst(a);
@@ -648,7 +651,7 @@ void Backend<Real, Space>::run_chunk(int a0, int a1, int e0, int e1) {
         for (int e = offsets(i); e < offsets(i + 1); ++e) {
           const int le = e - e0;
           if (geo(le, kActive) == Real(0)) continue;
-          const Real* G = &ey(le, 0) + goff(species(neighbors(e)));
+          const Real* G = &ey(le, 0) + goff(epair * species(i) + species(neighbors(e)));
           const Real r0 = geo(le, kRhat + 0);
           const Real r1 = geo(le, kRhat + 1);
           const Real r2 = geo(le, kRhat + 2);
@@ -731,7 +734,7 @@ void Backend<Real, Space>::run_chunk(int a0, int a1, int e0, int e1) {
           return;
         }
         const int i = centre(e);
-        const int a = species(neighbors(e));
+        const int a = epair * species(i) + species(neighbors(e));  // embedding net
         const Real* gt = &gT(i - a0, 0);
         Real* t = &et(le, 0);
         Real* y = &ey(le, 0);
@@ -752,7 +755,7 @@ void Backend<Real, Space>::run_chunk(int a0, int a1, int e0, int e1) {
           Real* gx = l > l0 ? y + elayers(l - 1).act : &gs;
           dense_backward(L, eparam.data(), y + L.act, t + L.act, gx);
         }
-        const int pair = species(i) * S + a;
+        const int pair = species(i) * S + species(neighbors(e));
         const Real inv_std_s = static_cast<Real>(norm(pair, 1));
         const Real inv_std_r = static_cast<Real>(norm(pair, 2));
         const Real r = geo(le, kR);

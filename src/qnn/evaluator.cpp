@@ -62,10 +62,10 @@ std::string mode_unsupported_reason(const Model& m, Mode mode) {
                " needs a quantized file; this file is FP32 (make one with `qnn quantize`, or "
                "run it in mode fp32)";
       try {
+        for (int n = 0; n < m.n_embed_nets(); ++n)
+          for (std::size_t l = 0; l < m.embed[n].layers.size(); ++l)
+            layer_exec(m.embed[n].layers[l], all, m.embed_label(n) + " layer " + std::to_string(l));
         for (int s = 0; s < m.nspecies(); ++s) {
-          for (std::size_t l = 0; l < m.embed[s].layers.size(); ++l)
-            layer_exec(m.embed[s].layers[l], all,
-                       "embed " + m.species[s] + " layer " + std::to_string(l));
           for (std::size_t l = 0; l < m.fit[s].layers.size(); ++l)
             layer_exec(m.fit[s].layers[l], all,
                        "fit " + m.species[s] + " layer " + std::to_string(l));

@@ -414,6 +414,17 @@ std::size_t Model::parameter_count() const {
   return n;
 }
 
+std::string Model::embed_name(int n) const {
+  const int c = embed_centre(n);
+  return c < 0 ? "embed." + std::to_string(embed_neighbour(n)) : "embed." + std::to_string(c) + "." + std::to_string(embed_neighbour(n));
+}
+
+std::string Model::embed_label(int n) const {
+  const int c = embed_centre(n);
+  const std::string a = species.at(static_cast<std::size_t>(embed_neighbour(n)));
+  return c < 0 ? "embed." + a : "embed." + species.at(static_cast<std::size_t>(c)) + "." + a;
+}
+
 int Model::species_index(const std::string& name) const {
   for (int i = 0; i < nspecies(); ++i) {
     if (species[static_cast<std::size_t>(i)] == name) return i;
@@ -423,8 +434,10 @@ int Model::species_index(const std::string& name) const {
 
 Model Model::make_random(const std::vector<std::string>& species, double rcut, double rcut_smth,
                          const std::vector<int>& sel, const std::vector<int>& embed_widths, int axis_neuron,
-                         const std::vector<int>& fit_widths, bool resnet_dt, std::uint64_t seed) {
+                         const std::vector<int>& fit_widths, bool resnet_dt, std::uint64_t seed,
+                         bool type_one_side) {
   Model m;
+  m.type_one_side = type_one_side;
   m.species = species;
   m.rcut = rcut;
   m.rcut_smth = rcut_smth;
@@ -456,7 +469,7 @@ Model Model::make_random(const std::vector<std::string>& species, double rcut, d
     return l;
   };
 
-  for (int s = 0; s < S; ++s) {
+  for (int s = 0; s < m.n_embed_nets(); ++s) {
     Net net;
     int in = 1;
     for (int w : embed_widths) {
@@ -538,7 +551,10 @@ void Model::validate(const std::string& what) const {
     fail("descriptor dimension M1*axis_neuron = " + std::to_string(static_cast<std::int64_t>(m1()) * axis_neuron) + " exceeds " +
          std::to_string(limits::kMaxDescriptorDim));
   }
-  if (static_cast<int>(embed.size()) != S) fail("expected one embedding net per species (" + std::to_string(S) + "), found " + std::to_string(embed.size()));
+  if (static_cast<int>(embed.size()) != n_embed_nets()) {
+    fail(std::string("expected ") + (type_one_side ? "one embedding net per species (" : "one embedding net per pair of species (") +
+         std::to_string(n_embed_nets()) + "), found " + std::to_string(embed.size()));
+  }
   if (static_cast<int>(fit.size()) != S) fail("expected one fitting net per species (" + std::to_string(S) + "), found " + std::to_string(fit.size()));
   if (static_cast<int>(energy_bias.size()) != S) fail("energy_bias must have one entry per species");
   const auto SS = static_cast<std::size_t>(S) * static_cast<std::size_t>(S);
@@ -614,8 +630,10 @@ void Model::validate(const std::string& what) const {
       in = out;
     }
   };
+  for (int n = 0; n < n_embed_nets(); ++n) {
+    check_net(embed[static_cast<std::size_t>(n)], "embedding net " + embed_label(n), 1, embed_widths, false);
+  }
   for (int s = 0; s < S; ++s) {
-    check_net(embed[static_cast<std::size_t>(s)], "embedding net " + species[static_cast<std::size_t>(s)], 1, embed_widths, false);
     check_net(fit[static_cast<std::size_t>(s)], "fitting net " + species[static_cast<std::size_t>(s)], descriptor_dim(), fit_widths, true);
   }
   for (double b : energy_bias) {
@@ -717,9 +735,9 @@ void Model::check_range(const std::string& what) const {
   // Embedding nets: G (M1) and dG/ds_hat, over every neighbour species.
   std::vector<double> g_bound(static_cast<std::size_t>(m1()), 0.0);
   double dg_bound = 0;
-  for (int s = 0; s < S; ++s) {
+  for (int s = 0; s < n_embed_nets(); ++s) {
     const Net& net = embed[static_cast<std::size_t>(s)];
-    const std::string ln = "embedding net " + species[static_cast<std::size_t>(s)];
+    const std::string ln = "embedding net " + embed_label(s);
     std::vector<double> x(1, r_bound);
     for (std::size_t l = 0; l < net.layers.size(); ++l) {
       check(max_pre_activation(net.layers[l], x), ln + " layer " + std::to_string(l) + " pre-activation");
@@ -771,11 +789,12 @@ void write_model(const Model& model, const std::string& path) {
   nlohmann::json layers = nlohmann::json::array();
   const int S = model.nspecies();
   auto emit = [&](const std::vector<Net>& nets, const std::string& kind) {
-    for (int s = 0; s < S; ++s) {
+    const bool emb = kind == "embed";
+    for (int s = 0; s < (emb ? model.n_embed_nets() : S); ++s) {
       const Net& net = nets[static_cast<std::size_t>(s)];
       for (std::size_t l = 0; l < net.layers.size(); ++l) {
         const DenseLayer& L = net.layers[l];
-        const std::string name = layer_name(kind, s, static_cast<int>(l));
+        const std::string name = emb ? model.embed_name(s) + "." + std::to_string(l) : layer_name(kind, s, static_cast<int>(l));
         nlohmann::json j;
         j["name"] = name;
         j["in"] = L.in;
@@ -843,6 +862,7 @@ void write_model(const Model& model, const std::string& path) {
   h["embed_widths"] = model.embed_widths;
   h["fit_widths"] = model.fit_widths;
   h["resnet_dt"] = model.resnet_dt;
+  if (!model.type_one_side) h["type_one_side"] = false;  // absent: true (older readers refuse the key)
   if (model.env_mat != "qnn") h["env_mat"] = model.env_mat;  // absent: "qnn" (older readers refuse the key)
   h["default_mode"] = model.default_mode;
   h["layers"] = layers;
@@ -1040,7 +1060,7 @@ Model parse_model(const std::vector<char>& buf, const std::string& path) {
 
   // ---- header fields, each typed and bounded.
   hdr.only_keys(h, "", {"format", "format_version", "type", "units", "species", "rcut", "rcut_smth", "sel", "neighbor_norm",
-                        "axis_neuron", "embed_widths", "fit_widths", "resnet_dt", "env_mat", "default_mode", "layers", "tensors",
+                        "axis_neuron", "embed_widths", "fit_widths", "resnet_dt", "type_one_side", "env_mat", "default_mode", "layers", "tensors",
                         "blob_bytes", "provenance"});
   Model m;
   if (hdr.str(hdr.req(h, "", "format", "a string"), "format") != "qnn") fail("header 'format' is not 'qnn'");
@@ -1061,6 +1081,7 @@ Model parse_model(const std::vector<char>& buf, const std::string& path) {
   m.fit_widths = hdr.int_list(hdr.req(h, "", "fit_widths", "an array of integers"), "fit_widths", limits::kMaxLayers, 1,
                               limits::kMaxFitWidth);
   m.resnet_dt = hdr.boolean(hdr.req(h, "", "resnet_dt", "true or false"), "resnet_dt");
+  if (const nlohmann::json* os = Header::find(h, "type_one_side")) m.type_one_side = hdr.boolean(*os, "type_one_side");
   if (const nlohmann::json* em = Header::find(h, "env_mat")) m.env_mat = hdr.str(*em, "env_mat", 16);
   if (const nlohmann::json* dm = Header::find(h, "default_mode")) m.default_mode = hdr.str(*dm, "default_mode", 32);
   if (const nlohmann::json* pv = Header::find(h, "provenance")) {
@@ -1084,7 +1105,8 @@ Model parse_model(const std::vector<char>& buf, const std::string& path) {
   BlobReader blobs(hdr, buf.data() + blob_start, blob_bytes, hdr.req(h, "", "tensors", "an array"));
   std::map<std::string, std::pair<std::size_t, const nlohmann::json*>> layer_meta;  // name -> (index, entry)
   const nlohmann::json& layers = hdr.array(hdr.req(h, "", "layers", "an array"), "layers",
-                                           2 * static_cast<std::size_t>(limits::kMaxSpecies) * (limits::kMaxLayers + 1));
+                                           (static_cast<std::size_t>(limits::kMaxSpecies) + 1) * static_cast<std::size_t>(limits::kMaxSpecies) *
+                                               (limits::kMaxLayers + 1));
   for (std::size_t i = 0; i < layers.size(); ++i) {
     const std::string key = "layers[" + std::to_string(i) + "]";
     const nlohmann::json& L = hdr.object(layers[i], key);
@@ -1094,14 +1116,19 @@ Model parse_model(const std::vector<char>& buf, const std::string& path) {
   }
 
   std::size_t layers_used = 0;
+  std::set<std::string> layer_names;  // every layer the architecture needs
   auto read_net = [&](const std::string& kind, int s, int in0, const std::vector<int>& widths, bool output) {
     Net net;
     int in = in0;
     const std::size_t nl = widths.size() + (output ? 1 : 0);
+    const bool emb = kind == "embed";
     for (std::size_t l = 0; l < nl; ++l) {
-      const std::string name = layer_name(kind, s, static_cast<int>(l));
+      const std::string name = emb ? m.embed_name(s) + "." + std::to_string(l) : layer_name(kind, s, static_cast<int>(l));
+      layer_names.insert(name);
       auto it = layer_meta.find(name);
-      if (it == layer_meta.end()) fail("missing layer '" + name + "' (species '" + m.species[static_cast<std::size_t>(s)] + "')");
+      if (it == layer_meta.end()) {
+        fail("missing layer '" + name + "' (" + (emb ? m.embed_label(s) : "species '" + m.species[static_cast<std::size_t>(s)] + "'") + ")");
+      }
       ++layers_used;
       const std::string key = "layers[" + std::to_string(it->second.first) + "]";
       const nlohmann::json& j = *it->second.second;
@@ -1187,18 +1214,11 @@ Model parse_model(const std::vector<char>& buf, const std::string& path) {
     }
     return net;
   };
-  for (int s = 0; s < S; ++s) m.embed.push_back(read_net("embed", s, 1, m.embed_widths, false));
+  for (int s = 0; s < m.n_embed_nets(); ++s) m.embed.push_back(read_net("embed", s, 1, m.embed_widths, false));
   for (int s = 0; s < S; ++s) m.fit.push_back(read_net("fit", s, m.m1() * m.axis_neuron, m.fit_widths, true));
   if (layers_used != layer_meta.size()) {
     for (const auto& [name, entry] : layer_meta) {
-      bool needed = false;
-      for (int s = 0; s < S && !needed; ++s) {
-        for (std::size_t l = 0; l <= m.fit_widths.size() && !needed; ++l) {
-          needed = name == layer_name("fit", s, static_cast<int>(l)) ||
-                   (l < m.embed_widths.size() && name == layer_name("embed", s, static_cast<int>(l)));
-        }
-      }
-      if (!needed) fail("layer '" + name + "' is not part of the architecture");
+      if (!layer_names.count(name)) fail("layer '" + name + "' is not part of the architecture");
     }
   }
   const std::int64_t S64 = S;
@@ -1223,7 +1243,7 @@ std::string describe(const Model& m) {
   o << "env_mat         " << m.env_mat << (m.deepmd_env_mat() ? " (DeePMD-kit: shifted first column, empty slots count)" : "") << "\n";
   o << "embedding net   1";
   for (int w : m.embed_widths) o << " -> " << w;
-  o << " (per neighbour species), axis_neuron " << m.axis_neuron << "\n";
+  o << (m.type_one_side ? " (per neighbour species)" : " (per centre and neighbour species pair)") << ", axis_neuron " << m.axis_neuron << "\n";
   o << "fitting net     " << m.descriptor_dim();
   for (int w : m.fit_widths) o << " -> " << w;
   o << " -> 1 (per centre species)" << (m.resnet_dt ? ", resnet_dt" : "") << "\n";
@@ -1231,12 +1251,13 @@ std::string describe(const Model& m) {
   o << "default mode    " << m.default_mode << "\n";
   o << "layer precision\n";
   auto list = [&](const std::vector<Net>& nets, const char* kind) {
-    for (int s = 0; s < m.nspecies(); ++s) {
+    const bool emb = std::string(kind) == "embed";
+    for (int s = 0; s < (emb ? m.n_embed_nets() : m.nspecies()); ++s) {
       const Net& net = nets[static_cast<std::size_t>(s)];
       for (std::size_t l = 0; l < net.layers.size(); ++l) {
         const DenseLayer& L = net.layers[l];
         const QuantSpec& q = L.quant;
-        o << "  " << kind << "." << m.species[static_cast<std::size_t>(s)] << "." << l << "  " << L.in << "->" << L.out << "  ";
+        o << "  " << (emb ? m.embed_label(s) : std::string(kind) + "." + m.species[static_cast<std::size_t>(s)]) << "." << l << "  " << L.in << "->" << L.out << "  ";
         if (!q.quantized()) {
           o << "fp32";
         } else {

@@ -89,7 +89,10 @@ struct Model {
   std::vector<int> embed_widths;          // e.g. {25, 50, 100}; M1 = back()
   std::vector<int> fit_widths;            // e.g. {240, 240, 240}
   bool resnet_dt = true;
-  std::vector<Net> embed;                 // (S) one per neighbour species
+  // DeePMD's type_one_side: true, one embedding net per neighbour species (embed has S nets);
+  // false, one per (centre, neighbour) pair (embed has S*S nets, index centre*S + neighbour).
+  bool type_one_side = true;
+  std::vector<Net> embed;                 // (S) or (S*S): use embed_net / embed_index
   std::vector<Net> fit;                   // (S) one per centre species, last layer -> 1, linear
   std::vector<double> energy_bias;        // (S) eV
   // Normalisation (eq. R), each (S, S) row-major [centre][neighbour].
@@ -107,6 +110,19 @@ struct Model {
   std::string default_mode = "fp32";      // execution mode the file was made for
 
   int nspecies() const { return static_cast<int>(species.size()); }
+  // Number of embedding nets the architecture has (S or S*S), the index in `embed` of the net
+  // that embeds neighbours of species `neighbour` around centres of species `centre`, and that
+  // net. The centre species of net n is n / S for pair nets (-1: every centre, one-side nets);
+  // its neighbour species n % S.
+  int n_embed_nets() const { return type_one_side ? nspecies() : nspecies() * nspecies(); }
+  int embed_index(int centre, int neighbour) const { return type_one_side ? neighbour : centre * nspecies() + neighbour; }
+  const Net& embed_net(int centre, int neighbour) const { return embed.at(static_cast<std::size_t>(embed_index(centre, neighbour))); }
+  int embed_centre(int n) const { return type_one_side ? -1 : n / nspecies(); }
+  int embed_neighbour(int n) const { return n % nspecies(); }
+  // Name of embedding net n: "embed.<a>" (one side) or "embed.<c>.<a>" (pairs), species ids;
+  // its layers are "<name>.<l>" in the file. embed_label: the same with species names.
+  std::string embed_name(int n) const;
+  std::string embed_label(int n) const;
   int m1() const { return embed_widths.empty() ? 0 : embed_widths.back(); }
   int descriptor_dim() const { return m1() * axis_neuron; }
   std::size_t parameter_count() const;
@@ -117,7 +133,7 @@ struct Model {
   static Model make_random(const std::vector<std::string>& species, double rcut, double rcut_smth,
                            const std::vector<int>& sel, const std::vector<int>& embed_widths,
                            int axis_neuron, const std::vector<int>& fit_widths, bool resnet_dt,
-                           std::uint64_t seed);
+                           std::uint64_t seed, bool type_one_side = true);
 
   // Checks every shape and value against the architecture and the bounds of qnn::limits,
   // then the range check (check_range); throws qnn::Error naming `what`.

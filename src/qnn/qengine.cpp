@@ -87,8 +87,9 @@ QModel qdetail::prepare(const Model& m, bool integer_all, bool pack) {
     int toff = 0;
     for (std::size_t l = 0; l < net.layers.size(); ++l) {
       const DenseLayer& d = net.layers[l];
-      const std::string name =
-          family + " net " + m.species[static_cast<std::size_t>(s)] + " layer " + std::to_string(l);
+      const std::string name = family + " net " +
+                               (family == "embedding" ? m.embed_label(s) : m.species[static_cast<std::size_t>(s)]) +
+                               " layer " + std::to_string(l);
       QLayer L;
       L.in = d.in;
       L.out = d.out;
@@ -141,7 +142,7 @@ QModel qdetail::prepare(const Model& m, bool integer_all, bool pack) {
     return out;
   };
   bool all_out = true;
-  for (int s = 0; s < q.S; ++s) {
+  for (int s = 0; s < static_cast<int>(m.embed.size()); ++s) {  // one per net (S or S*S)
     q.embed.push_back(prep_net(m.embed[s], "embedding", s));
     all_out = all_out && q.embed.back().layers.back().out_scale > 0;
   }
@@ -683,6 +684,7 @@ QEngine::QEngine(const Model& model, bool integer_all, ExecSpace space)
     : impl_(std::make_unique<Impl>()) {
   model.validate("model");
   if (model.deepmd_env_mat()) throw Error("model: the per-edge integer engine runs env_mat 'qnn' only (this file uses '" + model.env_mat + "')");
+  if (!model.type_one_side) throw Error("model: the per-edge integer engine runs one embedding net per neighbour species only (this file has type_one_side false: pair nets)");
   ensure_kokkos_initialized();
   impl_->model = model;
   impl_->integer_all = integer_all;

@@ -36,7 +36,8 @@ enum class LayerExec {
 // observers). Called from one thread, in edge / atom order.
 struct LayerTap {
   virtual ~LayerTap() = default;
-  // family 0: embedding net of neighbour species `net`; 1: fitting net of centre species `net`.
+  // family 0: embedding net `net` (index into Model::embed: Model::embed_index(centre,
+  // neighbour)); 1: fitting net of centre species `net`.
   virtual void layer_input(int family, int net, int layer, const double* x, int n) = 0;
   // G_ij, the output of embedding net `net` (its last layer's out_scale is calibrated on it).
   virtual void embed_output(int net, const double* g, int n) = 0;

@@ -103,7 +103,7 @@ void qengine_reference(const Model& model, bool integer_all, const NeighborGraph
   std::vector<double> y;
   for (int e = 0; e < ne; ++e) {
     if (!geo[e].active) continue;
-    const int a = g.species[g.neighbors[e]];
+    const int a = model.embed_index(g.species[centre[e]], g.species[g.neighbors[e]]);  // net
     const QNet& net = q.embed[a];
     et[e].assign(static_cast<std::size_t>(net.t_width), 0.0);
     net_forward(net, &geo[e].shat, et[e].data(), y, tap, 0, a);
@@ -136,7 +136,7 @@ void qengine_reference(const Model& model, bool integer_all, const NeighborGraph
                 static_cast<std::int64_t>(Gq[e][m]) * geo[e].Rfx[k];
       }
       for (int a = 0; a < S; ++a) {
-        const double sc = q.embed[a].layers.back().out_scale / kRFixed * q.inv_nc;
+        const double sc = q.embed[model.embed_index(g.species[i], a)].layers.back().out_scale / kRFixed * q.inv_nc;
         for (int p = 0; p < 4 * m1; ++p)
           Ti[p] += static_cast<double>(acc[static_cast<std::size_t>(a) * 4 * m1 + p]) * sc;
       }
@@ -153,9 +153,10 @@ void qengine_reference(const Model& model, bool integer_all, const NeighborGraph
           for (int e = g.offsets[i]; e < g.offsets[i + 1]; ++e) n += geo[e].active && g.species[g.neighbors[e]] == a;
           const std::size_t p = static_cast<std::size_t>(c * S + a);
           const double s0 = -model.mean_s[p] / model.std_s[p];
-          std::vector<double> t0(static_cast<std::size_t>(q.embed[a].t_width));
-          net_forward(q.embed[a], &s0, t0.data(), y, tap, 0, a);
-          if (tap) tap->embed_output(a, y.data(), m1);
+          const int en = model.embed_index(c, a);
+          std::vector<double> t0(static_cast<std::size_t>(q.embed[en].t_width));
+          net_forward(q.embed[en], &s0, t0.data(), y, tap, 0, en);
+          if (tap) tap->embed_output(en, y.data(), m1);
           for (int m = 0; m < m1; ++m) Ti[4 * m] += (model.sel[static_cast<std::size_t>(a)] - n) * y[m] * s0;
         }
       }
@@ -191,7 +192,7 @@ void qengine_reference(const Model& model, bool integer_all, const NeighborGraph
       gG[m] = q.inv_nc * (gt[4 * m] * geo[e].R[0] + gt[4 * m + 1] * geo[e].R[1] +
                           gt[4 * m + 2] * geo[e].R[2] + gt[4 * m + 3] * geo[e].R[3]);
     double gs = 0.0;
-    net_backward(q.embed[a], et[e].data(), gG.data(), &gs);
+    net_backward(q.embed[model.embed_index(g.species[i], a)], et[e].data(), gG.data(), &gs);
     edge_chain(q, geo[e], g.species[i] * S + a, gs, gR, kForceGrid, &gedge[3 * e]);
   }
 

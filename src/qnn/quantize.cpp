@@ -24,7 +24,7 @@ std::vector<LayerRef> list_layers(const Model& m) {
     const std::vector<Net>& nets = fam == 0 ? m.embed : m.fit;
     for (int s = 0; s < static_cast<int>(nets.size()); ++s)
       for (int l = 0; l < static_cast<int>(nets[static_cast<std::size_t>(s)].layers.size()); ++l)
-        out.push_back({fam, s, l, std::string(fam == 0 ? "embed." : "fit.") + std::to_string(s) + "." + std::to_string(l)});
+        out.push_back({fam, s, l, (fam == 0 ? m.embed_name(s) : "fit." + std::to_string(s)) + "." + std::to_string(l)});
   }
   return out;
 }
@@ -114,17 +114,34 @@ LayerBits parse_plan_value(const nlohmann::json& v, LayerBits defaults, const st
   return b;
 }
 
-// The index in list_layers() of a plan key like "embed.1.0" or "fit.H.2"; -1 when unknown.
+// The index in list_layers() of a plan key like "embed.1.0", "fit.H.2" or, with pair
+// embedding nets, "embed.O.H.1" (centre, neighbour); -1 when unknown.
 int find_layer(const Model& m, const std::vector<LayerRef>& layers, const std::string& key) {
-  const auto d1 = key.find('.');
-  const auto d2 = d1 == std::string::npos ? std::string::npos : key.find('.', d1 + 1);
-  if (d2 == std::string::npos) return -1;
-  const std::string fam = key.substr(0, d1), sp = key.substr(d1 + 1, d2 - d1 - 1), ly = key.substr(d2 + 1);
+  std::vector<std::string> parts;
+  for (std::size_t p = 0;;) {
+    const auto d = key.find('.', p);
+    parts.push_back(key.substr(p, d == std::string::npos ? std::string::npos : d - p));
+    if (d == std::string::npos || parts.size() > 4) break;
+    p = d + 1;
+  }
+  const std::string fam = parts.front(), ly = parts.back();
   if (fam != "embed" && fam != "fit") return -1;
-  int s = m.species_index(sp);
-  if (s < 0) {
-    if (sp.empty() || sp.find_first_not_of("0123456789") != std::string::npos) return -1;
-    s = std::stoi(sp);
+  const std::size_t nsp = fam == "embed" && !m.type_one_side ? 2 : 1;
+  if (parts.size() != nsp + 2) return -1;
+  auto species_of = [&](const std::string& sp) {
+    int s = m.species_index(sp);
+    if (s < 0) {
+      if (sp.empty() || sp.size() > 4 || sp.find_first_not_of("0123456789") != std::string::npos) return -1;
+      s = std::stoi(sp);
+    }
+    return s < m.nspecies() ? s : -1;
+  };
+  int s = species_of(parts[1]);
+  if (s < 0) return -1;
+  if (nsp == 2) {
+    const int a = species_of(parts[2]);
+    if (a < 0) return -1;
+    s = m.embed_index(s, a);
   }
   if (ly.empty() || ly.size() > 4 || ly.find_first_not_of("0123456789") != std::string::npos) return -1;
   const int l = std::stoi(ly);
@@ -191,7 +208,7 @@ std::string plan_summary(const Model& m, const QuantPlan& p) {
     const LayerRef& r = layers[i];
     if (r.layer == 0) {
       if (i) o << "] ";
-      o << (r.family == 0 ? "embed." : "fit.") << m.species.at(static_cast<std::size_t>(r.net)) << " [";
+      o << (r.family == 0 ? m.embed_label(r.net) : "fit." + m.species.at(static_cast<std::size_t>(r.net))) << " [";
     } else {
       o << " ";
     }
@@ -261,7 +278,7 @@ Calibration calibrate(const Model& fp32, const FrameSet& frames, std::size_t cap
   const std::vector<LayerRef> layers = list_layers(fp32);
   Calibration cal;
   for (std::size_t i = 0; i < layers.size(); ++i) cal.inputs.emplace_back(capacity, 0x5eed + i);
-  for (int s = 0; s < fp32.nspecies(); ++s) cal.embed_out.emplace_back(capacity, 0xe3bd + static_cast<std::uint64_t>(s));
+  for (int s = 0; s < fp32.n_embed_nets(); ++s) cal.embed_out.emplace_back(capacity, 0xe3bd + static_cast<std::uint64_t>(s));
   CalibrationTap tap;
   tap.cal = &cal;
   tap.index.resize(2);
@@ -293,7 +310,7 @@ Model apply_plan(const Model& fp32, const QuantPlan& plan, const Calibration& ca
   if (plan.layers.size() != layers.size())
     throw Error("the plan has " + std::to_string(plan.layers.size()) + " layers, the model " +
                 std::to_string(layers.size()));
-  if (cal.inputs.size() != layers.size() || cal.embed_out.size() != static_cast<std::size_t>(fp32.nspecies()))
+  if (cal.inputs.size() != layers.size() || cal.embed_out.size() != static_cast<std::size_t>(fp32.n_embed_nets()))
     throw Error("the calibration does not match the model's layers");
   Model q = fp32;
   bool all_int8 = true, all_wo = true, none = true;
@@ -410,10 +427,13 @@ std::size_t parameter_bytes(const Model& m, const QuantPlan& p) {
 std::vector<double> layer_macs(const Model& m, const FrameSet& frames) {
   const std::vector<LayerRef> layers = list_layers(m);
   const int S = m.nspecies();
-  std::vector<double> edges(static_cast<std::size_t>(S), 0.0), atoms(static_cast<std::size_t>(S), 0.0);
+  std::vector<double> edges(static_cast<std::size_t>(m.n_embed_nets()), 0.0), atoms(static_cast<std::size_t>(S), 0.0);
   for (const NeighborGraph& g : frames.graphs) {
-    for (int e = 0; e < g.nedges(); ++e) edges[static_cast<std::size_t>(g.species[static_cast<std::size_t>(g.neighbors[static_cast<std::size_t>(e)])])] += 1;
-    for (int i = 0; i < g.nlocal; ++i) atoms[static_cast<std::size_t>(g.species[static_cast<std::size_t>(i)])] += 1;
+    for (int i = 0; i < g.nlocal; ++i) {
+      atoms[static_cast<std::size_t>(g.species[static_cast<std::size_t>(i)])] += 1;
+      for (int e = g.offsets[static_cast<std::size_t>(i)]; e < g.offsets[static_cast<std::size_t>(i) + 1]; ++e)
+        edges[static_cast<std::size_t>(m.embed_index(g.species[static_cast<std::size_t>(i)], g.species[static_cast<std::size_t>(g.neighbors[static_cast<std::size_t>(e)])]))] += 1;
+    }
   }
   const double nf = std::max<double>(1.0, static_cast<double>(frames.size()));
   std::vector<double> macs;

@@ -89,7 +89,7 @@ FrameSet load_frames(const std::vector<std::string>& dirs, const Model& m, int m
 // engine's float reference (qengine_reference with a LayerTap).
 struct Calibration {
   std::vector<TensorObserver> inputs;      // one per layer
-  std::vector<TensorObserver> embed_out;   // one per species
+  std::vector<TensorObserver> embed_out;   // one per embedding net (Model::embed)
   int frames = 0;
 };
 Calibration calibrate(const Model& fp32, const FrameSet& frames,

@@ -96,7 +96,7 @@ bool any_quantized(const Model& m) {
 }
 
 std::string layer_label(const Model& m, int family, std::size_t net, std::size_t layer) {
-  return std::string(family == 0 ? "embedding net " : "fitting net ") + m.species[net] + " layer " +
+  return (family == 0 ? "embedding net " + m.embed_label(static_cast<int>(net)) : "fitting net " + m.species[net]) + " layer " +
          std::to_string(layer);
 }
 

@@ -174,7 +174,7 @@ Se2aModuleImpl::Se2aModuleImpl(const Model& model, torch::Dtype dtype) : arch_(m
     }
     return layers;
   };
-  for (int s = 0; s < S; ++s) embed_.push_back(make_net(model.embed[static_cast<std::size_t>(s)], "embed" + std::to_string(s)));
+  for (int s = 0; s < model.n_embed_nets(); ++s) embed_.push_back(make_net(model.embed[static_cast<std::size_t>(s)], "embed" + std::to_string(s)));
   for (int s = 0; s < S; ++s) fit_.push_back(make_net(model.fit[static_cast<std::size_t>(s)], "fit" + std::to_string(s)));
   mean_s_ = register_buffer("mean_s", real_tensor(model.mean_s, {S * S}, dtype));
   std_s_ = register_buffer("std_s", real_tensor(model.std_s, {S * S}, dtype));
@@ -235,7 +235,7 @@ void Se2aModuleImpl::enable_fake_quant(const Model& plan, const FakeQuantOptions
   if (fake_quant_) throw Error("Se2aModule::enable_fake_quant: fake quantization is already enabled");
   plan.validate("fake-quantization plan");
   if (plan.species != arch_.species || plan.embed_widths != arch_.embed_widths || plan.fit_widths != arch_.fit_widths ||
-      plan.axis_neuron != arch_.axis_neuron || plan.resnet_dt != arch_.resnet_dt) {
+      plan.axis_neuron != arch_.axis_neuron || plan.resnet_dt != arch_.resnet_dt || plan.type_one_side != arch_.type_one_side) {
     throw Error("Se2aModule::enable_fake_quant: the plan's architecture differs from the module's");
   }
   auto scalar = [&](double v) { return torch::full({1}, std::log(v), torch::TensorOptions().dtype(dtype_)); };
@@ -359,10 +359,31 @@ torch::Tensor Se2aModuleImpl::forward(const torch::Tensor& positions, const torc
   torch::Tensor shat_ext = torch::cat({shat, torch::zeros({1}, opts)});      // (E+1), last: empty slot
   torch::Tensor R_ext = torch::cat({R, torch::zeros({1, 4}, opts)});         // (E+1, 4)
   torch::Tensor T;                                                           // (N, M1, 4)
+  const bool one_side = arch_.type_one_side;
+  std::vector<torch::Tensor> centres_of;  // pair nets: the centres of each species
+  if (!one_side)
+    for (std::int64_t c = 0; c < S; ++c) centres_of.push_back(where_equal(species, c));
   for (std::int64_t a = 0; a < S; ++a) {
     const torch::Tensor& pad = slots[static_cast<std::size_t>(a)];
     if (pad.numel() == 0) continue;
     const std::int64_t nmax = pad.numel() / N;
+    if (!one_side) {
+      // Pair nets (type_one_side false): net c·S + a embeds the slots of the centres of species c.
+      if (!T.defined()) T = torch::zeros({N, M1, 4}, opts);
+      for (std::int64_t c = 0; c < S; ++c) {
+        const torch::Tensor& idx = centres_of[static_cast<std::size_t>(c)];
+        const std::int64_t nc = idx.numel();
+        if (nc == 0) continue;
+        torch::Tensor pad_c = pad.view({N, nmax}).index_select(0, idx).reshape({nc * nmax});
+        torch::Tensor in = shat_ext.index_select(0, pad_c).unsqueeze(1);
+        torch::Tensor valid = observer_ ? torch::nonzero(pad_c < edge_i.size(0)).squeeze(1) : torch::Tensor();
+        const int net = static_cast<int>(c * S + a);
+        torch::Tensor G = apply_net(embed_[static_cast<std::size_t>(net)], in, 0, net, valid).view({nc, nmax, M1});
+        torch::Tensor Ra = R_ext.index_select(0, pad_c).view({nc, nmax, 4});
+        T = T.index_add(0, idx, torch::bmm(G.transpose(1, 2), Ra));
+      }
+      continue;
+    }
     torch::Tensor in = shat_ext.index_select(0, pad).unsqueeze(1);                          // (N*nmax, 1)
     torch::Tensor valid = observer_ ? torch::nonzero(pad < edge_i.size(0)).squeeze(1) : torch::Tensor();  // filled slots
     torch::Tensor G = apply_net(embed_[static_cast<std::size_t>(a)], in, 0, static_cast<int>(a), valid)
@@ -382,8 +403,17 @@ torch::Tensor Se2aModuleImpl::forward(const torch::Tensor& positions, const torc
     for (std::int64_t a = 0; a < S; ++a) {
       torch::Tensor pairs = torch::arange(S, edge_i.options()) * S + a;                  // (S) [centre][a]
       torch::Tensor s0 = -mean_s_.index_select(0, pairs) / std_s_.index_select(0, pairs);  // (S) per centre species
-      torch::Tensor g0 = apply_net(embed_[static_cast<std::size_t>(a)], s0.unsqueeze(1), 0, static_cast<int>(a),
-                                   torch::Tensor());                                    // (S, M1)
+      torch::Tensor g0;                                                                  // (S, M1)
+      if (one_side) {
+        g0 = apply_net(embed_[static_cast<std::size_t>(a)], s0.unsqueeze(1), 0, static_cast<int>(a), torch::Tensor());
+      } else {
+        std::vector<torch::Tensor> rows;
+        for (std::int64_t c = 0; c < S; ++c) {
+          const int net = static_cast<int>(c * S + a);
+          rows.push_back(apply_net(embed_[static_cast<std::size_t>(net)], s0.slice(0, c, c + 1).unsqueeze(1), 0, net, torch::Tensor()));
+        }
+        g0 = torch::cat(rows, 0);
+      }
       torch::Tensor w = (static_cast<double>(arch_.sel[static_cast<std::size_t>(a)]) - n_ia.select(1, a)) *
                         s0.index_select(0, species);                                     // (N)
       pad = pad + g0.index_select(0, species) * w.unsqueeze(1);
@@ -444,7 +474,7 @@ void Se2aModuleImpl::load_model(const Model& model) {
   model.validate("Se2aModule::load_model");
   if (model.species != arch_.species || model.embed_widths != arch_.embed_widths ||
       model.fit_widths != arch_.fit_widths || model.axis_neuron != arch_.axis_neuron ||
-      model.resnet_dt != arch_.resnet_dt) {
+      model.resnet_dt != arch_.resnet_dt || model.type_one_side != arch_.type_one_side) {
     throw Error("Se2aModule::load_model: the model's architecture differs from the module's");
   }
   torch::NoGradGuard no_grad;

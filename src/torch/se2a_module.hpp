@@ -124,7 +124,7 @@ class Se2aModuleImpl : public torch::nn::Module {
 
   Model arch_;                                   // architecture and metadata; weights ignored
   torch::Dtype dtype_;
-  std::vector<std::vector<TorchLayer>> embed_;   // (S) nets by neighbour species
+  std::vector<std::vector<TorchLayer>> embed_;   // Model::embed: (S) by neighbour species, or (S*S) pairs
   std::vector<std::vector<TorchLayer>> fit_;     // (S) nets by centre species
   torch::Tensor mean_s_, std_s_, std_r_;         // (S*S) buffers
   torch::Tensor energy_bias_;                    // (S) buffer, eV

@@ -55,7 +55,10 @@ struct ModelArgs {
   const double* inv_std_s = nullptr;
   const double* inv_std_r = nullptr;
   const TableZone* zones = nullptr;  // (S) per neighbour species
-  const float* coef = nullptr;       // (S, n1+n2, 6, m1p)
+  const float* coef = nullptr;       // (S, n1+n2, 6, m1p), neighbour species a at a*(n1+n2)*6*m1p
+  // Pair embedding nets (type_one_side false): the tables of centre species c start at
+  // coef + c*coef_centre_stride (the kernel of a block of species c offsets coef); 0: one side.
+  std::size_t coef_centre_stride = 0;
   double s_fast = 0;        // edges with s <= s_fast take the vectorised int32 path
   double t_scale = 0;       // fixed-point scale of the descriptor terms G·R̂
   // env_mat "deepmd" (model.hpp): R̂₀ = ŝ, and each empty slot of neighbour species a adds

@@ -479,8 +479,24 @@ void descriptor_backward(const ModelArgs& M, const GraphArgs& G, const OutArgs& 
 
 }  // namespace
 
+void run_block_tables(const ModelArgs& M, const GraphArgs& G, const OutArgs& O, const int* atoms,
+                      int n, int c, void* scratch, BlockResult& res);
+
+// A block's centres are all of species c: with pair embedding nets (coef_centre_stride != 0)
+// the tables of centre species c are those the block reads.
 void run_block(const ModelArgs& M, const GraphArgs& G, const OutArgs& O, const int* atoms, int n,
                int c, void* scratch, BlockResult& res) {
+  if (M.coef_centre_stride == 0) {
+    run_block_tables(M, G, O, atoms, n, c, scratch, res);
+    return;
+  }
+  ModelArgs Mc = M;
+  Mc.coef = M.coef + static_cast<std::size_t>(c) * M.coef_centre_stride;
+  run_block_tables(Mc, G, O, atoms, n, c, scratch, res);
+}
+
+void run_block_tables(const ModelArgs& M, const GraphArgs& G, const OutArgs& O, const int* atoms,
+                      int n, int c, void* scratch, BlockResult& res) {
   const Scratch S = carve(M, scratch, nullptr);
   const int P = M.m1p;
   const int rows = (n + 3) / 4 * 4;

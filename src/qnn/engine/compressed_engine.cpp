@@ -100,7 +100,7 @@ CompressedEngine::CompressedEngine(const Model& model, const CompressedOptions& 
   if (!(m.rcut_smth >= 0.0 && m.rcut_smth < m.rcut)) throw Error("model: needs 0 <= rcut_smth < rcut");
   if (!(m.neighbor_norm > 0.0)) throw Error("model: neighbor_norm must be positive");
   const std::size_t SS = static_cast<std::size_t>(S) * S;
-  if (m.embed.size() != static_cast<std::size_t>(S) || m.fit.size() != static_cast<std::size_t>(S) ||
+  if (m.embed.size() != static_cast<std::size_t>(m.n_embed_nets()) || m.fit.size() != static_cast<std::size_t>(S) ||
       m.mean_s.size() != SS || m.std_s.size() != SS || m.std_r.size() != SS ||
       m.energy_bias.size() != static_cast<std::size_t>(S))
     throw Error("model: needs one embedding and fitting net and statistics per species");
@@ -136,6 +136,7 @@ CompressedEngine::CompressedEngine(const Model& model, const CompressedOptions& 
   }
   A.zones = I.zones.data();
   A.coef = I.table.coefficients(0, 0);
+  A.coef_centre_stride = m.type_one_side ? 0 : static_cast<std::size_t>(I.table.coefficients(S, 0) - A.coef);
   A.s_fast = switched_inverse(opt.table.r_fine, m.rcut_smth, m.rcut);
   // Fixed-point scale of the descriptor terms: every fast-path |G·R̂| stays below 2^27 units
   // (with env_mat "deepmd" R̂₀ = ŝ = (s − mean_s)/std_s).
@@ -159,7 +160,7 @@ CompressedEngine::CompressedEngine(const Model& model, const CompressedOptions& 
       for (int a = 0; a < S; ++a) {
         const std::size_t p = static_cast<std::size_t>(c) * S + a;
         const double s0 = -m.mean_s[p] * I.inv_std_s[p];
-        I.table.evaluate(a, s0, g.data(), dg.data());
+        I.table.evaluate(m.embed_index(c, a), s0, g.data(), dg.data());
         for (int k = 0; k < A.m1; ++k) {
           const double v = std::trunc(g[static_cast<std::size_t>(k)] * s0 * A.t_scale);
           if (!(std::abs(v) < 0x1p40)) throw Error("model: the empty-slot term of env_mat 'deepmd' is out of range");

@@ -113,11 +113,13 @@ EmbeddingTable::EmbeddingTable(const Model& m, const TableSpec& spec) {
   for (auto& z : zones_) z.n2 = n2_;
 
   const int N = n1_ + n2_;
-  coef_.assign(static_cast<std::size_t>(S) * N * 6 * m1p_, 0.0f);
+  ntables_ = m.n_embed_nets();
+  if (m.embed.size() != static_cast<std::size_t>(ntables_)) throw Error("model: wrong number of embedding nets to tabulate");
+  coef_.assign(static_cast<std::size_t>(ntables_) * N * 6 * m1p_, 0.0f);
   std::vector<double> g0(m1_), d0(m1_), dd0(m1_), g1(m1_), d1(m1_), dd1(m1_);
   max_abs_ = 0.0;
-  for (int a = 0; a < S; ++a) {
-    const Zones& z = zones_[a];
+  for (int a = 0; a < ntables_; ++a) {  // a: embedding net; its zones are its neighbour species'
+    const Zones& z = zones_[a % S];
     auto knot = [&](int i) {  // ŝ of knot i (i = 0 .. N)
       return i <= n1_ ? z.lo + i / z.inv_h1 : z.mid + (i - n1_) / z.inv_h2;
     };
@@ -151,7 +153,7 @@ EmbeddingTable::EmbeddingTable(const Model& m, const TableSpec& spec) {
 }
 
 EmbeddingTable::Locate EmbeddingTable::locate(int a, double shat) const {
-  const Zones& z = zones_[a];
+  const Zones& z = zones_[a % nspecies_];
   const double x = (shat - z.lo) * z.inv_h1;
   if (!(x >= 0.0)) return {0, 0.0, 0.0};
   if (x < z.n1) {
@@ -181,8 +183,8 @@ void EmbeddingTable::evaluate(int a, double shat, double* g, double* dg) const {
 EmbeddingTable::TableError EmbeddingTable::measure_error(const Model& m, int samples) const {
   TableError e;
   std::vector<double> gt(m1_), dgt(m1_), ge(m1_), dge(m1_);
-  for (int a = 0; a < nspecies_; ++a) {
-    const Zones& z = zones_[a];
+  for (int a = 0; a < ntables_; ++a) {
+    const Zones& z = zones_[a % nspecies_];
     for (int i = 0; i < samples; ++i) {
       const double shat = z.lo + (z.mid - z.lo) * (i + 0.5) / samples;
       evaluate(a, shat, gt.data(), dgt.data());
@@ -198,7 +200,7 @@ EmbeddingTable::TableError EmbeddingTable::measure_error(const Model& m, int sam
 
 std::string EmbeddingTable::describe() const {
   std::ostringstream os;
-  os << "tabulated embedding: " << nspecies_ << " species x " << n1_ << " + " << n2_
+ os << "tabulated embedding: " << ntables_ << (ntables_ == nspecies_ ? " species x " : " species pairs x ") << n1_ << " + " << n2_
      << " quintic intervals x " << m1_ << " outputs ("
      << coef_.size() * sizeof(float) / 1024 << " KiB)";
   return os.str();

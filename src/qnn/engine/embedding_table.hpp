@@ -28,15 +28,19 @@ struct TableSpec {
 class EmbeddingTable {
  public:
   EmbeddingTable() = default;
-  // Tabulates the embedding nets of `m` (one per neighbour species) in double precision.
+  // Tabulates the embedding nets of `m` in double precision: one table per net (per neighbour
+  // species, or per (centre, neighbour) pair when !m.type_one_side, index m.embed_index(c, a)).
+  // The knots of a table are those of its neighbour species (index % nspecies()).
   EmbeddingTable(const Model& m, const TableSpec& spec = {});
 
   int nspecies() const { return nspecies_; }
+  int ntables() const { return ntables_; }  // S, or S*S for pair nets
   int m1() const { return m1_; }
   int m1_padded() const { return m1p_; }  // row stride of the coefficients (multiple of 16)
   int intervals() const { return n1_ + n2_; }
 
-  // Interval and local coordinate t ∈ [0, 1] of ŝ for neighbour species a, and whether the
+  // Below, `a` is a table (embedding net) index; for one-side models the neighbour species.
+  // Interval and local coordinate t ∈ [0, 1] of ŝ in table a, and whether the
   // point lies outside the table (held: derivative zero). Same arithmetic as the kernels.
   struct Locate {
     int interval;
@@ -53,7 +57,7 @@ class EmbeddingTable {
     double lo, inv_h1, mid, inv_h2;  // zone 1 starts at lo, zone 2 at mid
     int n1, n2;
   };
-  Zones zones(int a) const { return zones_[a]; }
+  Zones zones(int a) const { return zones_[a % nspecies_]; }
   // Largest |G| over all knots (a bound for the fixed-point descriptor grid).
   double max_abs_value() const { return max_abs_; }
 
@@ -66,16 +70,16 @@ class EmbeddingTable {
   std::string describe() const;
 
  private:
-  int nspecies_ = 0, m1_ = 0, m1p_ = 0, n1_ = 0, n2_ = 0;
+  int nspecies_ = 0, ntables_ = 0, m1_ = 0, m1p_ = 0, n1_ = 0, n2_ = 0;
   std::vector<Zones> zones_;
-  std::vector<float, AlignedAllocator<float>> coef_;  // (S, intervals, 6, m1p)
+  std::vector<float, AlignedAllocator<float>> coef_;  // (ntables, intervals, 6, m1p)
   double max_abs_ = 0.0;
 };
 
 // s(r) of docs/model.md eq. S (value only).
 double switched_inverse(double r, double rcut_smth, double rcut);
 
-// The exact embedding net a of `m` at ŝ with its first and second derivatives (fp64,
+// The exact embedding net a (index into m.embed: m.embed_index(centre, neighbour)) of `m` at ŝ with its first and second derivatives (fp64,
 // forward-mode differentiation of docs/model.md eq. G). Each output array has m.m1() values.
 void embedding_exact(const Model& m, int a, double shat, double* g, double* dg, double* d2g);
 
