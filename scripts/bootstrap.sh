@@ -30,7 +30,7 @@ APT_PACKAGES=(
   libtorch-dev
   libgtest-dev
   nlohmann-json3-dev libcli11-dev libfmt-dev
-  libdnnl-dev libxtensor-dev zlib1g-dev
+  libdnnl-dev libxtensor-dev zlib1g-dev libhdf5-dev
   libopenblas0-openmp
   python3-numpy python3-matplotlib
 )

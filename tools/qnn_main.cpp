@@ -18,6 +18,9 @@ int main(int argc, char** argv) {
   qnn::cli::register_bench(app);
   qnn::cli::register_quantize(app);
   qnn::cli::register_sweep(app);
+#ifdef QNN_HAVE_HDF5
+  qnn::cli::register_import(app);
+#endif
 #ifdef QNN_HAVE_TORCH
   qnn::cli::register_train(app);
   qnn::cli::register_qat(app);
