@@ -3,7 +3,9 @@
 # forces and virials DeePMD-kit itself computes on three water frames, for the `qnn import`
 # tests (tests/test_import_deepmd.cpp), which then run without DeePMD-kit.
 #
-# For each of type_one_side true/false and precision float64/float32 it trains a tiny model
+# For each of type_one_side true/false and precision float64/float32, and once with the
+# descriptor's resnet_dt true (pair nets, float64: timesteps on the doubling embedding layer),
+# it trains a tiny model
 # (embedding 4-8-8, axis_neuron 4, fitting 8-8, rcut 4 A, rcut_smth 1 A, sel 24/48; 60 steps on
 # data_0 so that weights and statistics are not the initial ones), freezes it (`dp freeze`),
 # converts it (`dp convert-backend frozen.pb model.dp`) and evaluates the frozen model with
@@ -12,6 +14,7 @@
 #
 # Needs the DeePMD-kit venv of bench/peer/setup_peer.sh ($QNN_CACHE/peer-venv).
 # Usage: scripts/make_deepmd_fixtures.sh [OUTDIR]   (default tests/data/deepmd)
+#   QNN_FIXTURES="name ..." regenerates only those (e.g. se_e2_a-oneside_false-float64-resnet_dt)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 QNN_CACHE=${QNN_CACHE:-$HOME/.cache/qnn}
@@ -27,9 +30,11 @@ mkdir -p "$OUT"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-for side in true false; do
-  for prec in float64 float32; do
+for spec in true:float64:false true:float32:false false:float64:false false:float32:false false:float64:true; do
+    IFS=: read -r side prec dres <<< "$spec"
     name="se_e2_a-oneside_${side}-${prec}"
+    [ "$dres" = true ] && name="$name-resnet_dt"
+    case " ${QNN_FIXTURES:-$name} " in *" $name "*) ;; *) continue;; esac
     d="$WORK/$name"
     mkdir -p "$d"
     cat > "$d/input.json" <<EOF
@@ -37,7 +42,7 @@ for side in true false; do
   "model": {
     "type_map": ["O", "H"],
     "descriptor": {"type": "se_e2_a", "rcut": 4.0, "rcut_smth": 1.0, "sel": [24, 48],
-                   "neuron": [4, 8, 8], "axis_neuron": 4, "resnet_dt": false,
+                   "neuron": [4, 8, 8], "axis_neuron": 4, "resnet_dt": $dres,
                    "type_one_side": $side, "precision": "$prec", "seed": 3},
     "fitting_net": {"neuron": [8, 8], "resnet_dt": true, "precision": "$prec", "seed": 3}
   },
@@ -87,7 +92,6 @@ with open(out, "w") as fh:
     json.dump(doc, fh)
 print(f"[make_deepmd_fixtures] {out}: E = {[fr['energy'] for fr in frames]}")
 PYEOF
-  done
 done
 ls -l "$OUT"
 du -sh "$OUT"

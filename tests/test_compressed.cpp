@@ -130,6 +130,7 @@ double reference_energy(const Model& m, const EmbeddingTable& tab, const Neighbo
           case Residual::None: y[o] = t; break;
           case Residual::Identity: y[o] = x[o] + t; break;
           case Residual::Doubling: y[o] = x[o % L.in] + t; break;
+          case Residual::DoublingTimestep: y[o] = x[o % L.in] + L.dt[o] * t; break;
           case Residual::Timestep: y[o] = x[o] + L.dt[o] * t; break;
         }
       }

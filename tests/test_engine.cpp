@@ -210,6 +210,7 @@ std::vector<double> reference_atom_energies(const Model& m, const NeighborGraph&
           case qnn::Residual::None: y[o] = t; break;
           case qnn::Residual::Identity: y[o] = x[o] + t; break;
           case qnn::Residual::Doubling: y[o] = x[o % L.in] + t; break;
+          case qnn::Residual::DoublingTimestep: y[o] = x[o % L.in] + L.dt[o] * t; break;
           case qnn::Residual::Timestep: y[o] = x[o] + L.dt[o] * t; break;
         }
       }

@@ -174,6 +174,40 @@ TEST_P(Float32, Fp32EnginesReproduceDeepmdKit) {
 
 INSTANTIATE_TEST_SUITE_P(TypeOneSide, Float32, ::testing::Values(true, false));
 
+// The descriptor's resnet_dt: timesteps on the embedding layers, also the doubling one.
+TEST(ImportDeepmd, DescriptorResnetDtReproducesDeepmdKit) {
+  const std::string path = fixture("se_e2_a-oneside_false-float64-resnet_dt.dp");
+  const Model m = deepmd::import_dp(path);
+  ASSERT_EQ(m.embed[0].layers.size(), 3u);
+  EXPECT_EQ(m.embed[0].layers[0].residual, Residual::None);              // 1 -> 4
+  EXPECT_EQ(m.embed[0].layers[1].residual, Residual::DoublingTimestep);  // 4 -> 8
+  EXPECT_EQ(m.embed[0].layers[2].residual, Residual::Timestep);          // 8 -> 8
+  const Reference ref = load_reference(path);
+  Engine<double> e(m);
+  const Dev d = compare(e, m, ref);
+  print("fp64 engine vs DeePMD-kit float64", path, d);
+  EXPECT_LE(d.e, 1e-10);
+  EXPECT_LE(d.f, 1e-10);
+  EXPECT_LE(d.v, 1e-10);
+  test::TempPath p(".qnn");  // the residual kind and dt through a file
+  write_model(m, p.str());
+  const Model back = read_model(p.str());
+  EXPECT_EQ(back.embed[3].layers[1].residual, Residual::DoublingTimestep);
+  EXPECT_EQ(back.embed[3].layers[1].dt, m.embed[3].layers[1].dt);
+  CompressedEngine v2(m);
+  const Dev dc = compare(v2, m, ref);
+  print("compressed fp32 engine vs DeePMD-kit float64", path, dc);
+  EXPECT_LE(dc.f, 1e-5);
+  // negative control: the same file with the timesteps read as plain doubling differs
+  Model plain = m;
+  for (Net& n : plain.embed) {
+    n.layers[1].residual = Residual::Doubling;
+    n.layers[1].dt.clear();
+  }
+  Engine<double> ep(plain);
+  EXPECT_GT(compare(ep, plain, ref).f, 1e-6);
+}
+
 TEST(ImportDeepmd, PrintsWhatItRead) {
   std::string report;
   const Model m = deepmd::import_dp(dp_file(false, "float64"), &report);
@@ -256,14 +290,14 @@ TEST(ImportDeepmdRefuses, EnvProtection) {
 TEST(ImportDeepmdRefuses, OtherPrecisions) {
   expect_refused([](nlohmann::json& j) { descr(j)["precision"] = "float16"; }, "precision 'float16'");
 }
-TEST(ImportDeepmdRefuses, TimestepOnADoublingEmbeddingLayer) {
+TEST(ImportDeepmdRefuses, TimestepWithoutResidual) {
   expect_refused(
       [](nlohmann::json& j) {
-        auto& L = descr(j)["embeddings"]["networks"][0]["layers"][1];  // 4 -> 8
+        auto& L = descr(j)["embeddings"]["networks"][0]["layers"][0];  // 1 -> 4: no residual
         L["use_timestep"] = true;
         L["@variables"]["idt"] = L["@variables"]["b"];
       },
-      "a timestep (resnet_dt) on a layer that doubles its width");
+      "a timestep (idt) on a layer without residual");
 }
 TEST(ImportDeepmdRefuses, UnknownKeys) {
   expect_refused([](nlohmann::json& j) { descr(j)["new_feature"] = 1; }, "the key 'new_feature'");

@@ -207,6 +207,23 @@ TEST(TorchModule, MatchesEngineDoublePairNets) {
   EXPECT_EQ(mod->to_model().embed[3].layers[1].weight, m.embed[3].layers[1].weight);
 }
 
+// DeePMD-kit's embedding resnet_dt: y = [x, x] + dt ⊙ tanh(z) on a doubling layer.
+TEST(TorchModule, MatchesEngineDoubleDoublingTimestep) {
+  Model m = qnn::test::small_pair_model(27, 4.0, {30, 60});
+  for (qnn::Net& n : m.embed) {
+    qnn::DenseLayer& L = n.layers[1];  // 4 -> 8
+    ASSERT_EQ(L.residual, qnn::Residual::Doubling);
+    L.residual = qnn::Residual::DoublingTimestep;
+    L.dt.assign(static_cast<std::size_t>(L.out), 0.0);
+    for (int o = 0; o < L.out; ++o) L.dt[static_cast<std::size_t>(o)] = 0.05 + 0.01 * o;
+  }
+  m.validate("doubling timestep");
+  const NeighborGraph g = water_graph(4, m.rcut);
+  expect_agree(engine_eval<double>(m, g), module_eval(m, g, torch::kFloat64), 1e-10);
+  const NeighborGraph b = small_box_graph(m.rcut, 7);
+  expect_agree(engine_eval<double>(m, b), module_eval(m, b, torch::kFloat64), 1e-10);
+}
+
 TEST(TorchModule, MatchesEngineFloatOnWater) {
   for (const Model& m : {water_like_model(), identity_model()}) {
     const NeighborGraph g = water_graph(11, m.rcut);

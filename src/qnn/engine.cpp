@@ -50,6 +50,7 @@ constexpr int kResNone = static_cast<int>(Residual::None);
 constexpr int kResIdentity = static_cast<int>(Residual::Identity);
 constexpr int kResDoubling = static_cast<int>(Residual::Doubling);
 constexpr int kResTimestep = static_cast<int>(Residual::Timestep);
+constexpr int kResDoublingTimestep = static_cast<int>(Residual::DoublingTimestep);
 constexpr double kMinDistance = 1e-4;  // Å; closer pairs are rejected as overlapping atoms
 
 // A family of nets (one per species) flattened for the kernels.
@@ -91,6 +92,8 @@ PackedNets<Real> pack_nets(const std::vector<Net>& nets, const std::string& fami
           (d.residual == Residual::Identity && d.out == d.in) ||
           (d.residual == Residual::Doubling && d.out == 2 * d.in) ||
           (d.residual == Residual::Timestep && d.out == d.in &&
+           d.dt.size() == static_cast<std::size_t>(d.out)) ||
+          (d.residual == Residual::DoublingTimestep && d.out == 2 * d.in &&
            d.dt.size() == static_cast<std::size_t>(d.out));
       if (!ok)
         fail(l, std::string("residual '") + to_string(d.residual) + "' does not fit shape " +
@@ -104,7 +107,7 @@ PackedNets<Real> pack_nets(const std::vector<Net>& nets, const std::string& fami
       p.params.insert(p.params.end(), d.weight.begin(), d.weight.end());
       L.b = static_cast<int>(p.params.size());
       p.params.insert(p.params.end(), d.bias.begin(), d.bias.end());
-      if (d.residual == Residual::Timestep) {
+      if (d.residual == Residual::Timestep || d.residual == Residual::DoublingTimestep) {
         L.dt = static_cast<int>(p.params.size());
         p.params.insert(p.params.end(), d.dt.begin(), d.dt.end());
       }
@@ -147,6 +150,10 @@ KOKKOS_INLINE_FUNCTION void dense_forward(const LayerDesc& L, const Real* p, con
   } else if (L.residual == kResDoubling) {
     for (int o = 0; o < L.in; ++o) y[o] = x[o] + t[o];
     for (int o = 0; o < L.in; ++o) y[L.in + o] = x[o] + t[L.in + o];
+  } else if (L.residual == kResDoublingTimestep) {
+    const Real* dt = p + L.dt;
+    for (int o = 0; o < L.in; ++o) y[o] = x[o] + dt[o] * t[o];
+    for (int o = 0; o < L.in; ++o) y[L.in + o] = x[o] + dt[L.in + o] * t[L.in + o];
   } else {
     const Real* dt = p + L.dt;
     for (int o = 0; o < L.out; ++o) y[o] = x[o] + dt[o] * t[o];
@@ -164,7 +171,7 @@ KOKKOS_INLINE_FUNCTION void dense_backward(const LayerDesc& L, const Real* p, co
   } else {
     for (int o = 0; o < L.out; ++o) t[o] = gy[o];
   }
-  if (L.residual == kResTimestep) {
+  if (L.residual == kResTimestep || L.residual == kResDoublingTimestep) {
     const Real* dt = p + L.dt;
     for (int o = 0; o < L.out; ++o) t[o] *= dt[o];
   }
@@ -179,7 +186,7 @@ KOKKOS_INLINE_FUNCTION void dense_backward(const LayerDesc& L, const Real* p, co
   }
   if (L.residual == kResIdentity || L.residual == kResTimestep) {
     for (int k = 0; k < L.in; ++k) gx[k] += gy[k];
-  } else if (L.residual == kResDoubling) {
+  } else if (L.residual == kResDoubling || L.residual == kResDoublingTimestep) {
     for (int k = 0; k < L.in; ++k) gx[k] += gy[k] + gy[L.in + k];
   }
 }

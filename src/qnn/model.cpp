@@ -387,6 +387,7 @@ const char* to_string(Residual r) {
     case Residual::Identity: return "identity";
     case Residual::Doubling: return "doubling";
     case Residual::Timestep: return "timestep";
+    case Residual::DoublingTimestep: return "doubling_timestep";
   }
   return "none";
 }
@@ -396,7 +397,8 @@ static Residual residual_from_string(const std::string& s) {
   if (s == "identity") return Residual::Identity;
   if (s == "doubling") return Residual::Doubling;
   if (s == "timestep") return Residual::Timestep;
-  throw Error("unknown residual kind '" + s + "' (known: none, identity, doubling, timestep)");
+  if (s == "doubling_timestep") return Residual::DoublingTimestep;
+  throw Error("unknown residual kind '" + s + "' (known: none, identity, doubling, timestep, doubling_timestep)");
 }
 
 // ------------------------------------------------------------------------------ Model
@@ -584,10 +586,11 @@ void Model::validate(const std::string& what) const {
       std::string ln = name + " layer " + std::to_string(l);
       if (L.in != in || L.out != out) fail(ln + " is " + std::to_string(L.in) + "->" + std::to_string(L.out) + ", expected " + std::to_string(in) + "->" + std::to_string(out));
       if (L.weight.size() != static_cast<std::size_t>(in) * static_cast<std::size_t>(out) || L.bias.size() != static_cast<std::size_t>(out)) fail(ln + ": weight/bias shape mismatch");
-      if (L.residual == Residual::Timestep && L.dt.size() != static_cast<std::size_t>(out)) fail(ln + ": timestep residual needs dt of size out");
-      if (L.residual != Residual::Timestep && !L.dt.empty()) fail(ln + ": dt given for a layer without timestep residual");
+      const bool has_dt = L.residual == Residual::Timestep || L.residual == Residual::DoublingTimestep;
+      if (has_dt && L.dt.size() != static_cast<std::size_t>(out)) fail(ln + ": timestep residual needs dt of size out");
+      if (!has_dt && !L.dt.empty()) fail(ln + ": dt given for a layer without timestep residual");
       if ((L.residual == Residual::Identity || L.residual == Residual::Timestep) && in != out) fail(ln + ": identity residual needs in == out");
-      if (L.residual == Residual::Doubling && out != 2 * in) fail(ln + ": doubling residual needs out == 2*in");
+      if ((L.residual == Residual::Doubling || L.residual == Residual::DoublingTimestep) && out != 2 * in) fail(ln + ": doubling residual needs out == 2*in");
       bool last = has_output && l + 1 == net.layers.size();
       if (last && (L.activation != Activation::Linear || L.residual != Residual::None)) fail(ln + ": the output layer must be linear without residual");
       for (double v : L.weight) {
@@ -663,6 +666,7 @@ std::vector<double> forward_bound(const DenseLayer& L, const std::vector<double>
       case Residual::Identity: a += x[uo]; break;
       case Residual::Timestep: a = x[uo] + std::abs(L.dt[uo]) * a; break;
       case Residual::Doubling: a += x[uo % static_cast<std::size_t>(L.in)]; break;
+      case Residual::DoublingTimestep: a = x[uo % static_cast<std::size_t>(L.in)] + std::abs(L.dt[uo]) * a; break;
     }
     y[uo] = a;
   }
@@ -686,7 +690,7 @@ std::vector<double> backward_bound(const DenseLayer& L, const std::vector<double
     double g = 0;
     for (int o = 0; o < L.out; ++o) {
       const auto uo = static_cast<std::size_t>(o);
-      const double through = L.residual == Residual::Timestep ? std::abs(L.dt[uo]) * gy[uo] : gy[uo];
+      const double through = L.residual == Residual::Timestep || L.residual == Residual::DoublingTimestep ? std::abs(L.dt[uo]) * gy[uo] : gy[uo];
       g += std::abs(w[o]) * through;
     }
     gx[static_cast<std::size_t>(k)] = g;
@@ -694,7 +698,7 @@ std::vector<double> backward_bound(const DenseLayer& L, const std::vector<double
   for (int o = 0; o < L.out; ++o) {
     const auto uo = static_cast<std::size_t>(o);
     if (L.residual == Residual::Identity || L.residual == Residual::Timestep) gx[uo] += gy[uo];
-    if (L.residual == Residual::Doubling) gx[uo % static_cast<std::size_t>(L.in)] += gy[uo];
+    if (L.residual == Residual::Doubling || L.residual == Residual::DoublingTimestep) gx[uo % static_cast<std::size_t>(L.in)] += gy[uo];
   }
   return gx;
 }

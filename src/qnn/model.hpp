@@ -40,7 +40,8 @@ const char* to_string(Activation a);
 Activation activation_from_string(const std::string& s);  // throws qnn::Error
 
 // How a layer's output is combined with its input (docs/model.md eq. G, eq. F).
-enum class Residual { None, Identity, Doubling, Timestep };
+// DoublingTimestep: y = [x, x] + dt ⊙ act(z) (DeePMD-kit's embedding layers with resnet_dt).
+enum class Residual { None, Identity, Doubling, Timestep, DoublingTimestep };
 const char* to_string(Residual r);
 
 // Quantization metadata of one dense layer. An FP32 model leaves every field at its default

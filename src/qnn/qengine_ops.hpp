@@ -127,6 +127,10 @@ inline void int_forward_finish(const QLayer& L, const Acc* acc, const XQ* xq, do
       for (int o = 0; o < L.in; ++o)
         y[L.in + o] = static_cast<double>(xq[o]) * L.act_scale + t[L.in + o];
       break;
+    case 4:  // DoublingTimestep: y = [x, x] + dt ⊙ t
+      for (int o = 0; o < L.out; ++o)
+        y[o] = static_cast<double>(xq[o % L.in]) * L.act_scale + L.dt[o] * t[o];
+      break;
     default:  // Timestep
       for (int o = 0; o < L.out; ++o)
         y[o] = static_cast<double>(xq[o]) * L.act_scale + L.dt[o] * t[o];
@@ -155,6 +159,9 @@ inline void float_forward(const QLayer& L, const double* x, double* t, double* y
       for (int o = 0; o < L.in; ++o) y[o] = x[o] + t[o];
       for (int o = 0; o < L.in; ++o) y[L.in + o] = x[o] + t[L.in + o];
       break;
+    case 4:
+      for (int o = 0; o < L.out; ++o) y[o] = x[o % L.in] + L.dt[o] * t[o];
+      break;
     default:
       for (int o = 0; o < L.out; ++o) y[o] = x[o] + L.dt[o] * t[o];
       break;
@@ -168,7 +175,7 @@ inline void grad_z(const QLayer& L, const double* gy, const double* t, double* g
     for (int o = 0; o < L.out; ++o) gz[o] = gy[o] * (1.0 - t[o] * t[o]);
   else
     for (int o = 0; o < L.out; ++o) gz[o] = gy[o];
-  if (L.residual == 3)
+  if (L.residual == 3 || L.residual == 4)
     for (int o = 0; o < L.out; ++o) gz[o] *= L.dt[o];
 }
 
@@ -176,7 +183,7 @@ inline void grad_z(const QLayer& L, const double* gy, const double* t, double* g
 inline void grad_residual(const QLayer& L, const double* gy, double* gx) {
   if (L.residual == 1 || L.residual == 3) {
     for (int k = 0; k < L.in; ++k) gx[k] += gy[k];
-  } else if (L.residual == 2) {
+  } else if (L.residual == 2 || L.residual == 4) {
     for (int k = 0; k < L.in; ++k) gx[k] += gy[k] + gy[L.in + k];
   }
 }

@@ -167,7 +167,7 @@ Se2aModuleImpl::Se2aModuleImpl(const Model& model, torch::Dtype dtype) : arch_(m
       t.residual = L.residual;
       t.weight = register_parameter(name + "_weight", real_tensor(L.weight, {L.in, L.out}, dtype));
       t.bias = register_parameter(name + "_bias", real_tensor(L.bias, {L.out}, dtype));
-      if (L.residual == Residual::Timestep) {
+      if (L.residual == Residual::Timestep || L.residual == Residual::DoublingTimestep) {
         t.dt = register_parameter(name + "_dt", real_tensor(L.dt, {L.out}, dtype));
       }
       layers.push_back(t);
@@ -198,6 +198,7 @@ torch::Tensor Se2aModuleImpl::apply_net(const std::vector<TorchLayer>& net, torc
         case Residual::Identity: y = y + a; break;
         case Residual::Doubling: y = torch::cat({y, y}, 1) + a; break;
         case Residual::Timestep: y = y + L.dt * a; break;
+        case Residual::DoublingTimestep: y = torch::cat({y, y}, 1) + L.dt * a; break;
       }
     }
     return y;
@@ -223,6 +224,7 @@ torch::Tensor Se2aModuleImpl::apply_net(const std::vector<TorchLayer>& net, torc
       case Residual::Identity: y = y + a; break;
       case Residual::Doubling: y = torch::cat({y, y}, 1) + a; break;
       case Residual::Timestep: y = y + L.dt * a; break;
+      case Residual::DoublingTimestep: y = torch::cat({y, y}, 1) + L.dt * a; break;
     }
     if (l + 1 == net.size()) observe(net.size(), y);
     if (q.out_bits != 0) y = libtorch::fake_quant(y, torch::exp(q.log_out_scale), q.out_bits, q.out_grad_scale, false);

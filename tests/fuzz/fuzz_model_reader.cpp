@@ -84,7 +84,7 @@ json interesting_number(Rng& rng, const json& old) {
 
 json random_value(Rng& rng, const json& like) {
   static const char* strings[] = {"f32", "f64", "i8", "i16", "i32", "f16", "", "tanh", "linear", "relu", "none", "identity",
-                                  "doubling", "timestep", "per_channel", "per_tensor", "NULL", "O", "H", "qnn", "se_e2_a",
+                                  "doubling", "timestep", "doubling_timestep", "per_channel", "per_tensor", "NULL", "O", "H", "qnn", "se_e2_a",
                                   "metal", "real", "int8", "mixed", "weight-only", "fp32", "embed.0.0", "fit.0.0",
                                   "embed.0.0.weight", "fit.1.2.bias", "std_s", "mean_s", "energy_bias"};
   switch (pick(rng, 8)) {

@@ -62,6 +62,14 @@ void embedding_exact(const Model& m, int a, double shat, double* g, double* dg, 
           ddy[o] = ddx[o] + L.dt[o] * ddy[o];
         }
         break;
+      case Residual::DoublingTimestep:
+        for (int o = 0; o < L.out; ++o) {
+          const int k = o % L.in;
+          y[o] = x[k] + L.dt[o] * y[o];
+          dy[o] = dx[k] + L.dt[o] * dy[o];
+          ddy[o] = ddx[k] + L.dt[o] * ddy[o];
+        }
+        break;
     }
     x.swap(y);
     dx.swap(dy);

@@ -280,8 +280,7 @@ DenseLayer read_layer(const Ctx& c, const nlohmann::json& L, const std::string& 
   if (resnet && out == in) {
     d.residual = has_idt ? Residual::Timestep : Residual::Identity;
   } else if (resnet && out == 2 * in) {
-    if (has_idt) c.unsupported("a timestep (resnet_dt) on a layer that doubles its width (" + where + ")");
-    d.residual = Residual::Doubling;
+    d.residual = has_idt ? Residual::DoublingTimestep : Residual::Doubling;
   } else {
     if (has_idt) c.unsupported("a timestep (idt) on a layer without residual (" + where + ")");
     d.residual = Residual::None;
@@ -501,7 +500,7 @@ Model model_from_json(const nlohmann::json& root, const ArrayGetter& get, const 
       DenseLayer L = read_layer(c, layers[l], lw, in, out, f_prec, get);
       if (last && (L.activation != Activation::Linear || L.residual != Residual::None)) c.unsupported("a non-linear or residual fitting output layer (" + lw + ")");
       if (!last && L.activation != Activation::Tanh) c.unsupported("a linear hidden fitting layer (" + lw + ")");
-      if (!last && L.residual == Residual::Doubling) c.unsupported("a fitting layer that doubles its width with a residual (" + lw + ")");
+      if (!last && (L.residual == Residual::Doubling || L.residual == Residual::DoublingTimestep)) c.unsupported("a fitting layer that doubles its width with a residual (" + lw + ")");
       out_net.layers.push_back(std::move(L));
       in = out;
     }
