@@ -25,6 +25,8 @@ void register_info(CLI::App& app) {
       j["embed_widths"] = m.embed_widths;
       j["axis_neuron"] = m.axis_neuron;
       j["fit_widths"] = m.fit_widths;
+      j["type_one_side"] = m.type_one_side;
+      j["env_mat"] = m.env_mat;
       j["parameters"] = m.parameter_count();
       j["default_mode"] = m.default_mode;
       j["provenance"] = m.provenance;
