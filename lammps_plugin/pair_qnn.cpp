@@ -247,6 +247,29 @@ double PairQNN::init_one(int i, int j)
    LAMMPS full neighbour list -> qnn graph -> engine -> f, energy, virial
 ------------------------------------------------------------------------- */
 
+namespace {
+// No silent NaN (issue 16): a non-finite energy, force or virial stops the run with an error
+// naming the step and the first atom (by ID) that has one. One sum over the results decides
+// (NaN and Inf propagate through it); only a bad step pays for the search.
+void check_finite(Error *error, const qnn::EvalResult &r, int ntotal, const std::vector<int> &graph2atom,
+                  const tagint *tag, bigint step, const std::string &path)
+{
+  double sum = r.energy;
+  for (int k = 0; k < 6; k++) sum += r.virial[k];
+  const std::size_t nf = 3 * static_cast<std::size_t>(ntotal);
+  for (std::size_t q = 0; q < nf; q++) sum += r.force[q];
+  if (std::isfinite(sum)) return;
+  for (int a = 0; a < ntotal; a++) {
+    const double *fa = &r.force[3 * static_cast<std::size_t>(a)];
+    if (!std::isfinite(fa[0]) || !std::isfinite(fa[1]) || !std::isfinite(fa[2]))
+      error->one(FLERR, "pair_style qnn: non-finite force ({} {} {}) on atom {} at step {} ({}): "
+                 "stopping instead of integrating it", fa[0], fa[1], fa[2], tag[graph2atom[a]], step, path);
+  }
+  error->one(FLERR, "pair_style qnn: non-finite energy or virial (energy {}) at step {} ({}): stopping",
+             r.energy, step, path);
+}
+}    // namespace
+
 void PairQNN::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
@@ -328,6 +351,7 @@ void PairQNN::compute(int eflag, int vflag)
   }
   impl->step = step;
   const qnn::EvalResult &r = impl->result;
+  check_finite(error, r, g.ntotal, impl->graph2atom, atom->tag, update->ntimestep, model_path);
 
   // With newton off LAMMPS neither clears nor reverse-communicates ghost forces: we set
   // them here and send them home in the reverse communication below.

@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <array>
 #include <cmath>
 #include <string>
@@ -165,6 +167,73 @@ void expect_lammps_error(const std::string& setup, const std::string& cmd, const
 }
 
 }  // namespace
+
+// A short-range safety net for configurations the training data never visits (issue 14):
+// ZBL between oxygens only, switched off from 1.6 to 2.2 Å, overlaid on qnn. Liquid water never
+// brings two oxygens that close, so on a water frame the overlay changes nothing (the same
+// energy and forces to the last bit); two molecules pushed to O-O 1.3 Å feel it.
+TEST(Plugin, ZblOverlayLeavesLiquidWaterUntouched) {
+  const qnn::test::Frame frame = qnn::test::load_water_frame(QNN_WATER_DATA_DIR "/data_0", 0);
+  const std::string model = shared_model_path(), data = shared_data_path(frame);
+  double oo_min = 1e9;
+  for (int i = 0; i < frame.natoms(); ++i)
+    for (int j = 0; j < i; ++j) {
+      if (frame.species[i] != 0 || frame.species[j] != 0) continue;
+      double r2 = 0;
+      for (int d = 0; d < 3; ++d) {
+        double x = frame.pos[3 * i + d] - frame.pos[3 * j + d];
+        x -= frame.cell[4 * d] * std::round(x / frame.cell[4 * d]);  // orthorhombic frame
+        r2 += x * x;
+      }
+      oo_min = std::min(oo_min, std::sqrt(r2));
+    }
+  ASSERT_GT(oo_min, 2.2) << "the frame has an O-O pair inside the ZBL range";
+  auto run = [&](const std::string& data_file, int natoms, bool overlay, double& pe) {
+    void* lmp = qnn::test::open_lammps(MPI_COMM_WORLD);
+    lammps_command(lmp, "units metal");
+    lammps_command(lmp, "atom_style atomic");
+    lammps_command(lmp, "atom_modify map array");
+    lammps_command(lmp, ("read_data " + data_file).c_str());
+    if (overlay) {
+      lammps_command(lmp, ("pair_style hybrid/overlay qnn " + model + " mode fp32 zbl 1.6 2.2").c_str());
+      lammps_command(lmp, "pair_coeff * * qnn O H");
+      lammps_command(lmp, "pair_coeff 1 1 zbl 8.0 8.0");
+    } else {
+      lammps_command(lmp, ("pair_style qnn " + model + " mode fp32").c_str());
+      lammps_command(lmp, "pair_coeff * * O H");
+    }
+    lammps_command(lmp, "thermo_style custom step pe");
+    lammps_command(lmp, "run 0");
+    EXPECT_EQ(qnn::test::lammps_error(lmp), "") << "LAMMPS error";
+    pe = lammps_get_thermo(lmp, "pe");
+    auto f = qnn::test::gather_forces(lmp, natoms);
+    lammps_close(lmp);
+    return f;
+  };
+  double pe_plain = 0, pe_overlay = 0;
+  const auto f_plain = run(data, frame.natoms(), false, pe_plain);
+  const auto f_overlay = run(data, frame.natoms(), true, pe_overlay);
+  EXPECT_EQ(pe_plain, pe_overlay);
+  EXPECT_EQ(f_plain, f_overlay);
+
+  // Two molecules, O-O 1.3 Å (hydrogens pointing away from each other).
+  qnn::test::Frame two;
+  two.cell = {20, 0, 0, 0, 20, 0, 0, 0, 20};
+  two.pos = {5.0, 5.0, 5.0, 4.414, 5.757, 5.0, 4.414, 4.243, 5.0,
+             6.3, 5.0, 5.0, 6.886, 5.757, 5.0, 6.886, 4.243, 5.0};
+  two.species = {0, 1, 1, 0, 1, 1};
+  const std::string close = shared_tmp_name("close") + ".data";
+  if (g_rank == 0) qnn::test::write_data_file(close, two, {15.9994, 1.008});
+  MPI_Barrier(MPI_COMM_WORLD);
+  double pe2_plain = 0, pe2_overlay = 0;
+  run(close, 6, false, pe2_plain);
+  run(close, 6, true, pe2_overlay);
+  std::printf("ZBL overlay: water frame dE = %g eV; two molecules at O-O 1.3 A: +%.3f eV\n", pe_overlay - pe_plain,
+              pe2_overlay - pe2_plain);
+  EXPECT_GT(pe2_overlay - pe2_plain, 1.0);
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (g_rank == 0) std::remove(close.c_str());
+}
 
 TEST(Plugin, NewtonOffMatchesNewtonOn) {
   const qnn::test::Frame frame = qnn::test::load_water_frame(QNN_WATER_DATA_DIR "/data_0", 1);

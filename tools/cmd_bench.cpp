@@ -107,6 +107,14 @@ double gemm_roofline_gmacs() {
   return double(M) * K * N / best / 1e9;
 }
 
+// Multiply-accumulates of the fitting nets alone (forward + backward): the GEMM part.
+double fitting_macs(const Model& m, const NeighborGraph& g) {
+  double macs = 0;
+  for (int i = 0; i < g.nlocal; ++i)
+    for (const DenseLayer& L : m.fit[g.species[i]].layers) macs += 2.0 * L.in * L.out;
+  return macs;
+}
+
 struct Row {
   std::string mode;
   int natoms = 0;
@@ -115,6 +123,7 @@ struct Row {
   PhaseTimes phase;    // medians per phase
   bool has_phase = false;
   double macs = 0;
+  double fit_macs = 0;
 };
 
 struct Options {
@@ -191,6 +200,7 @@ void run(const Options& o) {
     }
     graph_time[natoms] = median(tg);
     const double macs = network_macs(fp, g);
+    const double fit_macs = fitting_macs(fp, g);
     std::cout << "\n" << natoms << " atoms, " << g.nedges() << " edges (graph "
               << std::setprecision(3) << graph_time[natoms] << " s)\n" << std::flush;
     for (const auto& m : modes) {
@@ -211,7 +221,7 @@ void run(const Options& o) {
         tc.push_back(process_cpu_seconds() - c0);
         pt.push_back(p);
       }
-      Row row{m.name, natoms, median(tt), median(tc), {}, true, macs};
+      Row row{m.name, natoms, median(tt), median(tc), {}, true, macs, fit_macs};
       auto med = [&](double PhaseTimes::*f) {
         std::vector<double> v;
         for (const auto& p : pt) v.push_back(p.*f);
@@ -257,10 +267,17 @@ void run(const Options& o) {
      << std::fixed << std::setprecision(1) << roof << " GMAC/s.\n\n";
   md << "Wall times are medians per energy+force evaluation; `cpu s` is the process CPU time of "
         "the same calls (robust against other load on a shared machine). Ratios are of wall "
-        "times measured in this run; phase times (wall, fenced) split the evaluation.\n\n";
+        "times measured in this run; phase times (wall, fenced) split the evaluation.\n\n"
+        "The compressed modes (fp32, weight-only, int8, mixed: engine v2) fuse the phases: "
+        "`embedding` is their descriptor forward (geometry, table, T, D), `fitting` the fitting "
+        "net forward and backward (the GEMMs), `embed. backward` the descriptor backward (table "
+        "derivative, chain rule, force and virial scatter), `gather` the rest of the call. "
+        "`fitting GMAC/s` is the fitting nets' multiply-accumulates over the fitting phase, and "
+        "`% roofline` that rate against the int8 GEMM roofline above.\n\n";
   md << "| atoms | mode | s/eval | cpu s | atom-steps/s | vs fp32 | vs libtorch | network s | network vs fp32 "
-        "| network GMAC/s | geometry | embedding | descriptor | fitting | embed. backward | gather |\n"
-     << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+        "| network GMAC/s | geometry | embedding | descriptor | fitting | embed. backward | gather "
+        "| fitting GMAC/s | % roofline |\n"
+     << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const Row& r : rows) {
     const Row* f = nullptr;
     const Row* t = nullptr;
@@ -282,9 +299,15 @@ void run(const Options& o) {
          << (f ? f->phase.network() / net : 0) << "x | " << std::setprecision(1)
          << r.macs / net / 1e9 << " | " << std::setprecision(4) << r.phase.geometry << " | "
          << r.phase.embedding << " | " << r.phase.descriptor << " | " << r.phase.fitting << " | "
-         << r.phase.embedding_backward << " | " << r.phase.gather << " |\n";
+         << r.phase.embedding_backward << " | " << r.phase.gather << " | ";
+      if (r.phase.fitting > 0) {
+        const double gm = r.fit_macs / r.phase.fitting / 1e9;
+        md << std::setprecision(1) << gm << " | " << (roof > 0 ? 100.0 * gm / roof : 0.0) << "% |\n";
+      } else {
+        md << "- | - |\n";
+      }
     } else {
-      md << "- | - | - | - | - | - | - | - | - |\n";
+      md << "- | - | - | - | - | - | - | - | - | - | - |\n";
     }
   }
   md << "\nGraph construction (build_periodic_graph, not included above): ";

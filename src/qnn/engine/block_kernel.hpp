@@ -85,6 +85,7 @@ struct OutArgs {
   std::int64_t* vatom = nullptr;   // (ntotal, 6) or nullptr
   std::int64_t* eatom = nullptr;   // (nlocal), kV2EnergyGrid units
   bool atomic = false;             // more than one thread: scatter with atomic adds
+  bool timing = false;             // fill BlockResult::phase_s (qnn bench)
 };
 
 // Per-thread scratch: sizes from scratch_floats(); all pointers 64-byte aligned.
@@ -94,6 +95,10 @@ struct BlockResult {
   std::int64_t virial[6] = {0, 0, 0, 0, 0, 0};
   double min_distance = 1e300;  // smallest active r seen
   int bad = 0;                  // a non-finite or out-of-grid value was produced
+  // With OutArgs::timing: seconds in the descriptor forward (geometry, table, T, D), the
+  // fitting net forward and backward, and the descriptor backward (table derivative, chain
+  // rule, force and virial scatter).
+  double phase_s[3] = {0, 0, 0};
 };
 
 // Processes centres atoms[0..n) (all of species c, n <= kBlockAtoms).

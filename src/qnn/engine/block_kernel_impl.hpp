@@ -9,6 +9,7 @@
 // every tile; horizontal sums: lanes in order), and every cross-edge or cross-atom sum is an
 // integer sum.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -503,6 +504,14 @@ void run_block_tables(const ModelArgs& M, const GraphArgs& G, const OutArgs& O, 
   const FitNet& net = M.fit[c];
   float* D = S.act;
   const int k0p = M.k0_p;
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point tp = O.timing ? Clock::now() : Clock::time_point{};
+  auto lap = [&](int phase) {  // qnn bench's phase split
+    if (!O.timing) return;
+    const Clock::time_point now = Clock::now();
+    res.phase_s[phase] += std::chrono::duration<double>(now - tp).count();
+    tp = now;
+  };
   // ---- descriptor forward, one centre per row
   for (int r = 0; r < rows; ++r) {
     float* d = D + static_cast<std::size_t>(r) * k0p;
@@ -513,6 +522,7 @@ void run_block_tables(const ModelArgs& M, const GraphArgs& G, const OutArgs& O, 
     }
     std::fill(d + M.k0, d + k0p, 0.0f);
   }
+  lap(0);
   // ---- fitting net forward (eq. F), layer by layer over the block
   const std::size_t layer_stride = static_cast<std::size_t>(kBlockAtoms) * M.max_out_p;
   float* tbuf = S.act + static_cast<std::size_t>(kBlockAtoms) * k0p;  // t of layer l at 2l
@@ -648,11 +658,13 @@ void run_block_tables(const ModelArgs& M, const GraphArgs& G, const OutArgs& O, 
     }
     std::swap(gx, gy);
   }
+  lap(1);
   // gy now holds dE/dD per row. ---- descriptor backward and forces, one centre per row
   float* gT = S.gZ;  // reuse: 4 * m1p floats
   for (int r = 0; r < n; ++r)
     descriptor_backward(M, G, O, atoms[r], c, S, S.T + static_cast<std::size_t>(r) * 4 * P,
                         gy + static_cast<std::size_t>(r) * ldg, gT, res);
+  lap(2);
 }
 
 std::size_t scratch_size(const ModelArgs& M) {

@@ -379,6 +379,7 @@ void CompressedEngine::compute(const NeighborGraph& g, EvalResult& out, const Ev
   oa.force = I.fq.data();
   oa.vatom = opt.atom_virial ? I.vq.data() : nullptr;
   oa.eatom = I.eq.data();
+  oa.timing = opt.times != nullptr;
   bool serial = I.space == ExecSpace::Serial;
 #if defined(KOKKOS_ENABLE_OPENMP)
   if (!serial) {
@@ -400,7 +401,9 @@ void CompressedEngine::compute(const NeighborGraph& g, EvalResult& out, const Ev
   double rmin = 1e300;
   int bad = 0;
   std::int64_t vir[6] = {0, 0, 0, 0, 0, 0};
+  double phase[3] = {0, 0, 0};
   for (const auto& r : I.results) {
+    for (int q = 0; q < 3; ++q) phase[q] += r.phase_s[q];
     rmin = std::min(rmin, r.min_distance);
     bad |= r.bad;
     for (int q = 0; q < 6; ++q) vir[q] += r.virial[q];
@@ -431,9 +434,19 @@ void CompressedEngine::compute(const NeighborGraph& g, EvalResult& out, const Ev
   } else {
     out.atom_virial.clear();
   }
-  if (opt.times)
-    opt.times->descriptor +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (opt.times) {
+    // The block kernel fuses the old phases (docs/model.md, "Compressed embedding"): its
+    // descriptor forward (geometry, table, T, D) is reported as `embedding`, the fitting net
+    // forward and backward as `fitting`, its descriptor backward (table derivative, chain rule,
+    // force and virial scatter) as `embedding_backward`, and the rest of the call (grouping,
+    // fixed-point to double) as `gather`. Per-block times are summed: with several threads
+    // they are CPU seconds, not wall.
+    const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    opt.times->embedding += phase[0];
+    opt.times->fitting += phase[1];
+    opt.times->embedding_backward += phase[2];
+    opt.times->gather += std::max(0.0, total - phase[0] - phase[1] - phase[2]);
+  }
 }
 
 }  // namespace qnn
