@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Memory growth over repeated runs (issue 16): 12,288 water atoms, each mode, ten consecutive
-# `run 20` in one LAMMPS process; prints LAMMPS' own non-shared memory use after each run and
-# the growth from the 2nd to the 10th run (the 1st allocates the buffers).
+# `run 20` in one LAMMPS process; prints LAMMPS' peak resident set size after each run and
+# the growth from the 2nd to the 10th run (the 1st allocates the buffers). The peak RSS is
+# monotone: any growth of the resident memory between runs shows in it.
 # Usage: scripts/rss_check.sh [MODEL.qnn] [MODES...]   (needs ~/.cache/qnn/env.sh and build/)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -14,7 +15,7 @@ read -r -a MODES <<< "${MODES[*]}"
 PLUGIN=${QNN_BUILD_DIR:-$ROOT/build}/qnnplugin.so
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-printf '%-12s %s\n' mode "non-shared memory (MB) after runs 1..10; growth run 2 -> 10"
+printf '%-12s %s\n' mode "peak RSS (MB, LAMMPS info memory) after runs 1..10; growth run 2 -> 10"
 for mode in "${MODES[@]}"; do
   {
     echo "plugin load $PLUGIN"
@@ -35,7 +36,7 @@ for mode in "${MODES[@]}"; do
     done
   } > "$WORK/in.$mode"
   OMP_NUM_THREADS=1 "$QNN_LAMMPS_DIR/bin/lmp" -in "$WORK/in.$mode" -log none -screen "$WORK/out.$mode" -nocite > /dev/null
-  mapfile -t mem < <(sed -n 's/^Non-shared memory use: *\([0-9.]*\) Mbyte.*/\1/p' "$WORK/out.$mode")
+  mapfile -t mem < <(sed -n 's/^Maximum resident set size: *\([0-9.]*\) Mbyte.*/\1/p' "$WORK/out.$mode")
   [ "${#mem[@]}" -eq 10 ] || { echo "error: expected 10 memory lines for mode $mode"; cat "$WORK/out.$mode" | tail -20; exit 1; }
   growth=$(python3 -c "import sys; a=float(sys.argv[1]); b=float(sys.argv[2]); print(f'{100*(b-a)/a:+.2f}%')" "${mem[1]}" "${mem[9]}")
   printf '%-12s %s; %s\n' "$mode" "${mem[*]}" "$growth"
