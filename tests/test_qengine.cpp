@@ -63,7 +63,8 @@ EvalResult run_ref(const Model& m, bool all, const NeighborGraph& g, EvalOptions
 }
 
 bool same_bits(const std::vector<double>& a, const std::vector<double>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(double)) == 0;
+  // memcmp of an empty vector's data() (null) is undefined (UBSan): compare sizes first
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(double)) == 0);
 }
 
 void expect_bitwise(const EvalResult& a, const EvalResult& b, const std::string& what) {
