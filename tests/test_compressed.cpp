@@ -197,14 +197,10 @@ TEST(Compressed, Fp32MatchesTheExactFp64NetworkOnWater) {
   EXPECT_LT(vmax, 1e-4);
 }
 
-TEST(Compressed, RandomModelOnWaterMatchesTheExactNetwork) {
-  // Random weights (resnet doublings, unnormalised statistics) exercise the table far from a
-  // trained network's range.
-  const Model m = test::small_water_model(11, 6.0);
-  CompressedEngine v2(m);
+// `v2` against the exact fp64 network of `m` on graph `g`: forces to 1e-5 of the largest,
+// energy to 1e-6 relative. Returns the compressed energy.
+double expect_matches_exact(const Model& m, CompressedEngine& v2, const NeighborGraph& g, const char* what) {
   Engine<double> exact(m);
-  const Frame f = water_frame(m, 9);
-  const NeighborGraph g = graph_of(f, m.rcut);
   EvalResult a, b;
   v2.compute(g, a);
   exact.compute(g, b);
@@ -214,10 +210,18 @@ TEST(Compressed, RandomModelOnWaterMatchesTheExactNetwork) {
     fmax = std::max(fmax, std::abs(fa[q] - fb[q]));
     fscale = std::max(fscale, std::abs(fb[q]));
   }
-  std::printf("random model: max |dF| %.3g of max |F| %.3g; dE %.3g eV\n", fmax, fscale,
-              a.energy - b.energy);
+  std::printf("%s: max |dF| %.3g of max |F| %.3g; dE %.3g eV\n", what, fmax, fscale, a.energy - b.energy);
   EXPECT_LT(fmax, 1e-5 * fscale);
   EXPECT_NEAR(a.energy, b.energy, 1e-6 * std::abs(b.energy));
+  return a.energy;
+}
+
+TEST(Compressed, RandomModelOnWaterMatchesTheExactNetwork) {
+  // Random weights (resnet doublings, unnormalised statistics) exercise the table far from a
+  // trained network's range.
+  const Model m = test::small_water_model(11, 6.0);
+  CompressedEngine v2(m);
+  expect_matches_exact(m, v2, graph_of(water_frame(m, 9), m.rcut), "random model");
 }
 
 // Small random model and a small periodic box: the scalar reference's energy in double,
@@ -292,21 +296,9 @@ Model deepmd_model(std::uint64_t seed, double rcut, std::vector<int> sel) {
 TEST(Compressed, DeepmdEnvMatMatchesTheExactNetworkOnWater) {
   const Model m = deepmd_model(13, 6.0, {46, 92});
   CompressedEngine v2(m);
-  Engine<double> exact(m);
   const NeighborGraph g = graph_of(water_frame(m, 4), m.rcut);
-  EvalResult a, b;
-  v2.compute(g, a);
-  exact.compute(g, b);
-  const auto fa = fold_ghost_forces(g, a.force), fb = fold_ghost_forces(g, b.force);
-  double fmax = 0.0, fscale = 0.0;
-  for (std::size_t q = 0; q < fa.size(); ++q) {
-    fmax = std::max(fmax, std::abs(fa[q] - fb[q]));
-    fscale = std::max(fscale, std::abs(fb[q]));
-  }
-  std::printf("deepmd env_mat: max |dF| %.3g of max |F| %.3g; dE %.3g eV\n", fmax, fscale, a.energy - b.energy);
-  EXPECT_LT(fmax, 1e-5 * fscale);
-  EXPECT_NEAR(a.energy, b.energy, 1e-6 * std::abs(b.energy));
-  EXPECT_NEAR(a.energy, reference_energy(m, v2.table(), g), 1e-6 * std::abs(b.energy));
+  const double e = expect_matches_exact(m, v2, g, "deepmd env_mat");
+  EXPECT_NEAR(e, reference_energy(m, v2.table(), g), 1e-6 * std::abs(e));
 }
 
 TEST(Compressed, DeepmdEnvMatForcesAreTheGradient) {
