@@ -363,6 +363,22 @@ TEST(ApplyPlan, ScalesModesAndExactFileRoundTrip) {
   const Model r8 = read_model(f8.str());
   for (const LayerRef& ref : layers) EXPECT_EQ(layer_of(r8, ref).quant.weight_scale, layer_of(q8, ref).quant.weight_scale);
   EXPECT_EQ(apply_plan(m, uniform_plan(m, {8, 0}), cal, opt).default_mode, "weight-only");
+  // The embedding nets are tabulated in every mode, so a file whose embedding is float and
+  // whose fitting layers are all w8a8 is an int8 file (and weight-only fitting layers behind
+  // a float embedding a weight-only one).
+  QuantPlan fe8 = uniform_plan(m, {8, 8}), fe_wo = uniform_plan(m, {8, 0});
+  for (std::size_t i = 0; i < layers.size(); ++i)
+    if (layers[i].family == 0) fe8.layers[i] = fe_wo.layers[i] = {0, 0};
+  const Model qfe8 = apply_plan(m, fe8, cal, opt);
+  EXPECT_EQ(qfe8.default_mode, "int8");
+  EXPECT_EQ(mode_unsupported_reason(qfe8, Mode::Int8), "");
+  EXPECT_EQ(apply_plan(m, fe_wo, cal, opt).default_mode, "weight-only");
+  // ... but an int16 fitting layer still keeps a file out of int8.
+  fe8.layers.back() = {16, 16};
+  const Model qfe16 = apply_plan(m, fe8, cal, opt);
+  EXPECT_EQ(qfe16.default_mode, "mixed");
+  EXPECT_NE(mode_unsupported_reason(qfe16, Mode::Int8).find("16-bit"), std::string::npos)
+      << mode_unsupported_reason(qfe16, Mode::Int8);
   // G enters the descriptor as int8 only behind an int8 last embedding layer.
   const Model q16 = apply_plan(m, uniform_plan(m, {16, 16}), cal, opt);
   for (const LayerRef& ref : layers) EXPECT_EQ(layer_of(q16, ref).quant.out_scale, 0.0f) << ref.name;
@@ -506,6 +522,35 @@ TEST(Int8Model, RunsInTheIntegerEngineCloseToFp32) {
   auto ev = make_evaluator(r, Mode::FP32);
   const Errors ef = compare(predict(*ev, s.val), ref, s.val);
   EXPECT_LT(ef.f_ref, e4.f_ref);
+}
+
+// The energy offset correction moves the mean per-atom energy of the quantized model onto
+// the FP32 one on the frames it is given, and changes no force.
+TEST(Int8Model, EnergyOffsetCorrectionCentresTheEnergyAndKeepsForces) {
+  SmallSetup s;
+  const Calibration cal = calibrate(s.m, s.calib);
+  Model q = apply_plan(s.m, uniform_plan(s.m, {6, 6}), cal, {});
+  const Prediction before = predict_default(q, s.calib);
+  const Prediction ref = predict_reference(s.m, s.calib);
+  double mean_before = 0;
+  for (std::size_t k = 0; k < s.calib.size(); ++k)
+    mean_before += (ref.energy[k] - before.energy[k]) / s.calib.natoms[k];
+  mean_before /= static_cast<double>(s.calib.size());
+  const double shift = correct_energy_offset(q, s.m, s.calib);
+  EXPECT_NEAR(shift, mean_before, 1e-12);
+  EXPECT_GT(std::abs(shift), 1e-6);  // 6-bit rounding does shift this model's energy
+  EXPECT_DOUBLE_EQ(q.provenance["quantization"]["energy_offset_eV_per_atom"].get<double>(), shift);
+  const Prediction after = predict_default(q, s.calib);
+  double mean_after = 0;
+  for (std::size_t k = 0; k < s.calib.size(); ++k) {
+    mean_after += (ref.energy[k] - after.energy[k]) / s.calib.natoms[k];
+    EXPECT_EQ(after.force[k], before.force[k]) << "frame " << k;
+  }
+  // Not exactly 0: the engine sums energies on a fixed-point grid (docs/model.md).
+  EXPECT_NEAR(mean_after / static_cast<double>(s.calib.size()), 0.0, 1e-7);
+  EXPECT_LT(std::abs(mean_after / static_cast<double>(s.calib.size())), 1e-3 * std::abs(shift));
+  FrameSet none;
+  EXPECT_THROW(correct_energy_offset(q, s.m, none), Error);
 }
 
 TEST(Search, ChoosesAPlanWithinBudgetAndMarksTheParetoFront) {

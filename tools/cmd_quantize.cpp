@@ -32,6 +32,7 @@ struct QuantizeArgs {
   double percentile = 99.99;
   int bits = 8, weight_bits = -1, act_bits = -1;
   bool per_tensor = false;
+  bool quantize_embedding = false, no_energy_offset = false;
   int threads = -1;
   // search
   bool search = false;
@@ -93,6 +94,13 @@ void run_quantize(const QuantizeArgs& a) {
   opt.percentile = a.percentile;
   opt.per_channel = !a.per_tensor;
   QuantPlan plan = a.plan.empty() ? uniform_plan(fp32, defaults) : read_plan(a.plan, fp32, defaults);
+  if (a.plan.empty() && !a.quantize_embedding) {
+    // Every mode tabulates the embedding nets from their stored weights, so quantizing them
+    // buys no speed and only adds error (docs/quantization.md): they stay float unless asked.
+    const std::vector<LayerRef> layers = list_layers(fp32);
+    for (std::size_t i = 0; i < layers.size(); ++i)
+      if (layers[i].family == 0) plan.layers[i] = {0, 0};
+  }
 
   std::printf("model: %s (%zu parameters)\n", a.model.c_str(), fp32.parameter_count());
   const FrameSet calib = load_frames(a.data, fp32, a.frames);
@@ -155,6 +163,11 @@ void run_quantize(const QuantizeArgs& a) {
     std::printf("wrote the plan to %s (reuse it with --plan)\n", a.save_plan.c_str());
   }
   Model q = apply_plan(fp32, plan, cal, opt);
+  if (!a.no_energy_offset) {
+    const double shift = correct_energy_offset(q, fp32, calib);
+    std::printf("energy offset correction: %+.4f meV/atom on every species' energy bias (mean over the calibration frames)\n",
+                1e3 * shift);
+  }
   q.provenance["quantization"]["source_model"] = a.model;
   q.provenance["quantization"]["calibration_data"] = a.data;
   if (fp32.provenance.contains("code_version")) q.provenance["quantization"]["source_code_version"] = fp32.provenance["code_version"];
@@ -226,6 +239,10 @@ void register_quantize(CLI::App& app) {
       ->check(CLI::Range(0, 16))
       ->excludes(ob);
   sub->add_flag("--per-tensor", a->per_tensor, "one weight scale per layer (default: one per output channel)");
+  sub->add_flag("--quantize-embedding", a->quantize_embedding,
+                "also quantize the embedding nets' weights (default: float; every mode tabulates them)");
+  sub->add_flag("--no-energy-offset", a->no_energy_offset,
+                "keep the energy bias as is (default: remove the mean per-atom energy shift on the calibration frames)");
   sub->add_option("--plan", a->plan, "per-layer plan (JSON, docs/quantization.md); unlisted layers get --bits")
       ->check(CLI::ExistingFile);
   sub->add_option("--save-plan", a->save_plan, "write the plan used (e.g. the searched one) as a --plan JSON file");

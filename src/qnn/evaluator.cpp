@@ -62,9 +62,11 @@ std::string mode_unsupported_reason(const Model& m, Mode mode) {
                " needs a quantized file; this file is FP32 (make one with `qnn quantize`, or "
                "run it in mode fp32)";
       try {
+        // The embedding nets are tabulated from their weights as stored (any precision); only
+        // the fitting layers decide whether int8 can run.
         for (int n = 0; n < m.n_embed_nets(); ++n)
           for (std::size_t l = 0; l < m.embed[n].layers.size(); ++l)
-            layer_exec(m.embed[n].layers[l], all, m.embed_label(n) + " layer " + std::to_string(l));
+            layer_exec(m.embed[n].layers[l], false, m.embed_label(n) + " layer " + std::to_string(l));
         for (int s = 0; s < m.nspecies(); ++s) {
           for (std::size_t l = 0; l < m.fit[s].layers.size(); ++l)
             layer_exec(m.fit[s].layers[l], all,

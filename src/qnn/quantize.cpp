@@ -341,8 +341,12 @@ Model apply_plan(const Model& fp32, const QuantPlan& plan, const Calibration& ca
     }
     L.quant = spec;
     if (b.weight_bits || b.act_bits) none = false;
-    if (!(b.act_bits && b.weight_bits <= 8 && b.act_bits <= 8)) all_int8 = false;
-    if (!(b.weight_bits && !b.act_bits)) all_wo = false;
+    // The embedding nets are tabulated from their weights as stored in every mode (engine
+    // v2), so the file's mode is the fitting nets': int8 when every fitting layer is integer
+    // with at most 8 bits, whatever the embedding layers are.
+    const bool fitting = layers[i].family == 1;
+    if (fitting && !(b.act_bits && b.weight_bits <= 8 && b.act_bits <= 8)) all_int8 = false;
+    if (fitting ? !(b.weight_bits && !b.act_bits) : b.act_bits != 0) all_wo = false;
   }
   q.default_mode = none ? "fp32" : all_int8 ? "int8" : all_wo ? "weight-only" : "mixed";
   q.provenance["quantization"] = {
@@ -381,6 +385,22 @@ Prediction predict_default(const Model& m, const FrameSet& frames, std::string* 
   std::unique_ptr<Evaluator> ev = make_evaluator(m, default_mode(m));
   if (engine) *engine = ev->describe();
   return predict(*ev, frames);
+}
+
+double correct_energy_offset(Model& q, const Model& fp32, const FrameSet& frames) {
+  if (frames.size() == 0) throw Error("the energy offset correction needs at least one frame");
+  const Prediction ref = predict_reference(fp32, frames);
+  const Prediction got = predict_default(q, frames);
+  double sum = 0;
+  for (std::size_t k = 0; k < frames.size(); ++k)
+    sum += (ref.energy[k] - got.energy[k]) / frames.natoms[k];
+  const double shift = sum / static_cast<double>(frames.size());
+  if (!std::isfinite(shift))
+    throw Error("the energy offset correction is not finite; the quantized model overflows on "
+                "the calibration frames");
+  for (double& b : q.energy_bias) b += shift;
+  q.provenance["quantization"]["energy_offset_eV_per_atom"] = shift;
+  return shift;
 }
 
 Errors compare(const Prediction& p, const Prediction& ref, const FrameSet& fr) {

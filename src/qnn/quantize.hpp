@@ -123,6 +123,14 @@ Prediction predict_reference(const Model& fp32, const FrameSet& frames);
 // Runs the model in its default mode (make_evaluator) and returns what ran (describe()).
 Prediction predict_default(const Model& m, const FrameSet& frames, std::string* engine = nullptr);
 
+// Energy offset correction (docs/quantization.md, "Energy offset"): quantization shifts
+// the energy of every atom by nearly the same amount (rounding is unbiased per value but
+// not through tanh), a constant that moves no force. Shifts every species' energy_bias of
+// `q` by the mean per-atom energy difference fp32 - q on `frames` (fp32 in the exact fp64
+// engine, q in its default mode), which sets that mean to zero; returns the shift (eV per
+// atom) and records it in q's provenance. Forces and virials are unchanged bit for bit.
+double correct_energy_offset(Model& q, const Model& fp32, const FrameSet& frames);
+
 // RMSEs of a prediction, energies per atom.
 struct Errors {
   double e_dft = 0, f_dft = 0;   // vs DFT: meV/atom, meV/Å (per component)

@@ -159,7 +159,18 @@ void check_plan_matches(const Model& fp32, const Model& plan, const std::string&
   same_list(plan.mean_s, fp32.mean_s, "the descriptor statistics (mean_s)");
   same_list(plan.std_s, fp32.std_s, "the descriptor statistics (std_s)");
   same_list(plan.std_r, fp32.std_r, "the descriptor statistics (std_r)");
-  same_list(plan.energy_bias, fp32.energy_bias, "the energy biases");
+  {
+    // `qnn quantize` shifts every energy bias by one per-atom offset and records it.
+    double offset = 0;
+    const auto& prov = plan.provenance;
+    if (prov.is_object() && prov.contains("quantization") && prov["quantization"].is_object() &&
+        prov["quantization"].contains("energy_offset_eV_per_atom") &&
+        prov["quantization"]["energy_offset_eV_per_atom"].is_number())
+      offset = prov["quantization"]["energy_offset_eV_per_atom"].get<double>();
+    std::vector<double> bias = plan.energy_bias;
+    for (double& b : bias) b -= offset;
+    same_list(bias, fp32.energy_bias, "the energy biases");
+  }
   for (int family = 0; family < 2; ++family) {
     const std::vector<Net>& a = family == 0 ? fp32.embed : fp32.fit;
     const std::vector<Net>& b = family == 0 ? plan.embed : plan.fit;

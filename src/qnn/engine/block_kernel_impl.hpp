@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "qnn/engine/block_kernel.hpp"
 #include "qnn/network_ops.hpp"  // switch_function (eq. S)
@@ -144,6 +145,21 @@ struct Edge {
   double t, inv_h;
   bool fast;
 };
+
+// An active edge as the forward pass found it, for the backward pass of the same block: the
+// backward reads these instead of recomputing the geometry (same values, same bits).
+struct CachedEdge {
+  Edge E;
+  int j;
+};
+
+// Per-thread buffer of the active edges of one block; grows to the largest block seen and is
+// then reused (no allocation in the steady state).
+inline CachedEdge* edge_cache(std::size_t capacity) {
+  thread_local std::vector<CachedEdge> buf;
+  if (buf.size() < capacity) buf.resize(capacity + capacity / 4);
+  return buf.data();
+}
 
 inline bool edge_geometry(const ModelArgs& M, const GraphArgs& G, int i, int j, int c,
                           double rc2, Edge& E, BlockResult& res) {
@@ -279,7 +295,7 @@ constexpr int kFlushEdges = 8;
 
 // eq. S, R, G (tabulated), D: T of centre i into T (4, m1p), D into `d` (k0 values).
 void descriptor_forward(const ModelArgs& M, const GraphArgs& G, int i, int c, const Scratch& S,
-                        float* T, float* d, BlockResult& res) {
+                        float* T, float* d, CachedEdge*& cache, BlockResult& res) {
   const int P = M.m1p;
   const double rc2 = M.rc * M.rc;
   std::fill(S.t64, S.t64 + 4 * P, std::int64_t(0));
@@ -288,8 +304,10 @@ void descriptor_forward(const ModelArgs& M, const GraphArgs& G, int i, int c, co
   int filled[kMaxPadSpecies];  // active neighbours per species (env_mat "deepmd")
   if (M.deepmd) std::fill(filled, filled + M.S, 0);
   for (int e = G.offsets[i]; e < G.offsets[i + 1]; ++e) {
-    Edge E;
+    Edge& E = cache->E;
     if (!edge_geometry(M, G, i, G.neighbors[e], c, rc2, E, res)) continue;
+    cache->j = G.neighbors[e];
+    ++cache;
     if (M.deepmd) ++filled[E.a];
     if (E.fast) {
       const float* cf = coef_of(M, E.a, E.k);
@@ -359,9 +377,9 @@ void descriptor_forward(const ModelArgs& M, const GraphArgs& G, int i, int c, co
 }
 
 // eq. B step 2 to 5 for centre i: dE/dT -> per edge dE/dx_ij -> fixed-point forces, virial.
-void descriptor_backward(const ModelArgs& M, const GraphArgs& G, const OutArgs& O, int i, int c,
-                         const Scratch& S, const float* T, const float* gd, float* gT,
-                         BlockResult& res) {
+void descriptor_backward(const ModelArgs& M, const OutArgs& O, int i, const CachedEdge* first,
+                         const CachedEdge* last, const Scratch& S, const float* T,
+                         const float* gd, float* gT, BlockResult& res) {
   const int P = M.m1p;
   const int m1 = M.m1, m2 = M.m2;
   const float inc = static_cast<float>(M.inv_nc);
@@ -396,12 +414,10 @@ void descriptor_backward(const ModelArgs& M, const GraphArgs& G, const OutArgs& 
   }
   for (int q = 0; q < 4 * P; ++q) gT[q] *= inc;
 
-  const double rc2 = M.rc * M.rc;
   std::int64_t fi[3] = {0, 0, 0};
-  for (int e = G.offsets[i]; e < G.offsets[i + 1]; ++e) {
-    const int j = G.neighbors[e];
-    Edge E;
-    if (!edge_geometry(M, G, i, j, c, rc2, E, res)) continue;
+  for (const CachedEdge* it = first; it != last; ++it) {
+    const int j = it->j;
+    const Edge& E = it->E;
     double gR[4], gs;
     if (E.fast) {
       const float* cf = coef_of(M, E.a, E.k);
@@ -512,11 +528,20 @@ void run_block_tables(const ModelArgs& M, const GraphArgs& G, const OutArgs& O, 
     res.phase_s[phase] += std::chrono::duration<double>(now - tp).count();
     tp = now;
   };
-  // ---- descriptor forward, one centre per row
+  // ---- descriptor forward, one centre per row; its active edges go to the edge cache
+  std::size_t capacity = 0;
+  for (int r = 0; r < n; ++r)
+    capacity += static_cast<std::size_t>(G.offsets[atoms[r] + 1] - G.offsets[atoms[r]]);
+  CachedEdge* const cache = edge_cache(capacity);
+  const CachedEdge* edge_end[kBlockAtoms + 1];
+  edge_end[0] = cache;
+  CachedEdge* next = cache;
   for (int r = 0; r < rows; ++r) {
     float* d = D + static_cast<std::size_t>(r) * k0p;
     if (r < n) {
-      descriptor_forward(M, G, atoms[r], c, S, S.T + static_cast<std::size_t>(r) * 4 * P, d, res);
+      descriptor_forward(M, G, atoms[r], c, S, S.T + static_cast<std::size_t>(r) * 4 * P, d,
+                         next, res);
+      edge_end[r + 1] = next;
     } else {
       std::fill(d, d + M.k0, 0.0f);
     }
@@ -662,7 +687,8 @@ void run_block_tables(const ModelArgs& M, const GraphArgs& G, const OutArgs& O, 
   // gy now holds dE/dD per row. ---- descriptor backward and forces, one centre per row
   float* gT = S.gZ;  // reuse: 4 * m1p floats
   for (int r = 0; r < n; ++r)
-    descriptor_backward(M, G, O, atoms[r], c, S, S.T + static_cast<std::size_t>(r) * 4 * P,
+    descriptor_backward(M, O, atoms[r], edge_end[r], edge_end[r + 1], S,
+                        S.T + static_cast<std::size_t>(r) * 4 * P,
                         gy + static_cast<std::size_t>(r) * ldg, gT, res);
   lap(2);
 }
