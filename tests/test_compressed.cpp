@@ -467,8 +467,42 @@ TEST(Compressed, RefusesOverlappingAtoms) {
     v2.compute(graph_of(f, m.rcut), r);
     FAIL() << "overlapping atoms accepted";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("closer than"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("5.000e-05 A apart"), std::string::npos) << e.what();
   }
+}
+
+// Issue 16: one overlap limit for every mode, with one message that tells the distance
+// apart from the limit. At exactly the limit every mode refuses; the message is the same.
+TEST(Compressed, EveryModeRefusesOverlapAtTheSameLimitWithTheSameMessage) {
+  const Model fp32 = read_model(potential("water-se2a.fp32.qnn"));
+  const Model q = read_model(potential("water-se2a.mixed.qnn"));
+  const Model i8 = read_model(potential("water-se2a.int8.qnn"));
+  for (double d : {kMinPairDistance, 0.5 * kMinPairDistance}) {
+    Frame f;
+    f.cell = {8, 0, 0, 0, 8, 0, 0, 0, 8};
+    f.pos = {1, 1, 1, 1 + d, 1, 1, 4, 4, 4};
+    f.species = {0, 1, 1};
+    std::vector<std::string> messages;
+    const std::pair<const Model*, Mode> runs[] = {{&fp32, Mode::FP64},       {&fp32, Mode::FP32},
+                                                  {&i8, Mode::WeightOnly},   {&i8, Mode::Int8},
+                                                  {&q, Mode::Mixed}};
+    for (const auto& [m, mode] : runs) {
+      auto ev = make_evaluator(*m, mode);
+      EvalResult r;
+      try {
+        ev->compute(graph_of(f, m->rcut), r);
+        ADD_FAILURE() << to_string(mode) << " accepted atoms " << d << " A apart";
+      } catch (const Error& e) {
+        messages.push_back(e.what());
+      }
+    }
+    ASSERT_EQ(messages.size(), 5u);
+    for (const std::string& msg : messages) EXPECT_EQ(msg, messages[0]);
+    EXPECT_EQ(messages[0], overlap_message(d));
+    EXPECT_NE(messages[0].find("at or below 1e-04 A"), std::string::npos) << messages[0];
+  }
+  EXPECT_NE(overlap_message(1e-4).find("1.000e-04 A apart (1.000e-02 pm)"), std::string::npos)
+      << overlap_message(1e-4);
 }
 
 }  // namespace

@@ -51,7 +51,7 @@ constexpr int kResIdentity = static_cast<int>(Residual::Identity);
 constexpr int kResDoubling = static_cast<int>(Residual::Doubling);
 constexpr int kResTimestep = static_cast<int>(Residual::Timestep);
 constexpr int kResDoublingTimestep = static_cast<int>(Residual::DoublingTimestep);
-constexpr double kMinDistance = 1e-4;  // Å; closer pairs are rejected as overlapping atoms
+constexpr double kMinDistance = kMinPairDistance;  // Å; closer pairs are rejected as overlapping atoms
 
 // A family of nets (one per species) flattened for the kernels.
 template <class Real>
@@ -619,8 +619,7 @@ void Backend<Real, Space>::run_chunk(int a0, int a1, int e0, int e1) {
       },
       Kokkos::Min<double>(rmin));
   if (e1 > e0 && !(rmin > kMinDistance)) {
-    throw Error("two atoms are closer than " + std::to_string(kMinDistance) +
-                " A (distance " + std::to_string(rmin) + " A): overlapping atoms in the input coordinates");
+    throw Error(overlap_message(rmin));
   }
 
   lap(&PhaseTimes::geometry);

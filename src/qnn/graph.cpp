@@ -1,6 +1,8 @@
 // Neighbour graph: checks, the reverse index, and a periodic-box builder for tests and tools.
 #include "qnn/graph.hpp"
 
+#include <cstdio>
+
 #include <algorithm>
 #include <array>
 #include <climits>
@@ -199,6 +201,16 @@ std::vector<double> fold_ghost_forces(const NeighborGraph& g, const std::vector<
     for (int d = 0; d < 3; ++d) out[3 * o + static_cast<std::size_t>(d)] += force[3 * (static_cast<std::size_t>(g.nlocal) + k) + static_cast<std::size_t>(d)];
   }
   return out;
+}
+
+std::string overlap_message(double distance) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "two atoms are %.3e A apart (%.3e pm); qnn refuses pairs at or below %.0e A: "
+                "overlapping atoms in the input coordinates (check the data file, units and "
+                "replication)",
+                distance, distance * 100.0, kMinPairDistance);
+  return buf;
 }
 
 }  // namespace qnn

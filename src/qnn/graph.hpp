@@ -3,9 +3,17 @@
 // gathering.
 #pragma once
 #include <array>
+#include <string>
 #include <vector>
 
 namespace qnn {
+
+// One overlap limit for every engine and mode (docs/format.md, "Bounds"): a pair of atoms
+// at most this far apart (Å) is refused as overlapping input.
+inline constexpr double kMinPairDistance = 1e-4;
+// "two atoms are 5.000e-05 Å apart (0.00005 nm); qnn refuses pairs at or below 1e-04 Å
+// (overlapping atoms in the input coordinates)": the message every engine throws.
+std::string overlap_message(double distance);
 
 struct NeighborGraph {
   int nlocal = 0;                 // atoms 0..nlocal-1 are centres

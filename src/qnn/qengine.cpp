@@ -375,8 +375,7 @@ void QBackend<Space>::compute(const NeighborGraph& g, EvalResult& out, const Eva
   for (int e = 0; e < ne; ++e)
     if (!(geo_[e].r > 1e-4)) {
       std::ostringstream os;
-      os << "two atoms are closer than 1e-4 A (distance " << geo_[e].r
-         << " A): overlapping atoms in the input coordinates";
+      os << overlap_message(geo_[e].r);
       throw Error(os.str());
     }
 

@@ -90,8 +90,7 @@ void qengine_reference(const Model& model, bool integer_all, const NeighborGraph
     if (deepmd) geo[e].R[0] = geo[e].active ? geo[e].shat : 0.0;
     if (!(geo[e].r > 1e-4)) {
       std::ostringstream os;
-      os << "two atoms are closer than 1e-4 A (distance " << geo[e].r
-         << " A): overlapping atoms in the input coordinates";
+      os << overlap_message(geo[e].r);
       throw Error(os.str());
     }
   }

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "qnn/engine/block_kernel.hpp"
+#include "qnn/graph.hpp"  // kMinPairDistance
 #include "qnn/network_ops.hpp"  // switch_function (eq. S)
 
 namespace qnn::v2 {
@@ -53,7 +54,7 @@ inline float hsum(vf v) { return hsum4(v); }
 #endif
 
 constexpr int kResNone = 0, kResIdentity = 1, kResDoubling = 2, kResTimestep = 3;
-constexpr double kMinDistance = 1e-4;  // Å (the engine throws on closer pairs)
+constexpr double kMinDistance = kMinPairDistance;  // Å (the engine throws on closer pairs)
 constexpr double kMaxGridValue = 0x1p61;
 
 // tanh in float: sign(x) (1 − e)/(1 + e), e = exp(−2|x|) = 2^y with y = n + f, |f| <= 1/2,

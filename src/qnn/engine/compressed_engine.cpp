@@ -408,9 +408,7 @@ void CompressedEngine::compute(const NeighborGraph& g, EvalResult& out, const Ev
     bad |= r.bad;
     for (int q = 0; q < 6; ++q) vir[q] += r.virial[q];
   }
-  if (!(rmin > 1e-4))
-    throw Error("two atoms are closer than 1e-4 A (distance " + std::to_string(rmin) +
-                " A): overlapping atoms in the input coordinates");
+  if (!(rmin > kMinPairDistance)) throw Error(overlap_message(rmin));
   if (bad)
     throw Error("engine: a force, energy or virial term is not finite or beyond the fixed-point "
                 "range (atoms far too close, or a corrupt model)");
