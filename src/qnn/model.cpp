@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -893,9 +894,48 @@ void write_model(const Model& model, const std::string& path) {
   write_file_atomic(path, buf);
 }
 
+namespace {
+
+volatile sig_atomic_t g_deferred_signal = 0;
+extern "C" void defer_signal(int sig) { g_deferred_signal = sig; }
+
+// SIGINT, SIGTERM and SIGHUP arriving while a file is being written are held until the
+// write is complete (the new file renamed into place, no temporary left), then delivered
+// with the action they had before. Process-wide (sigaction), so it holds whichever thread
+// the signal lands on. A signal the process ignores stays ignored.
+class DeferTerminationSignals {
+ public:
+  DeferTerminationSignals() {
+    for (int k = 0; k < 3; ++k) {
+      struct sigaction sa {};
+      sa.sa_handler = defer_signal;
+      sigemptyset(&sa.sa_mask);
+      installed_[k] = ::sigaction(kSignals[k], nullptr, &old_[k]) == 0 && old_[k].sa_handler != SIG_IGN &&
+                      ::sigaction(kSignals[k], &sa, nullptr) == 0;
+    }
+  }
+  ~DeferTerminationSignals() {
+    for (int k = 0; k < 3; ++k)
+      if (installed_[k]) ::sigaction(kSignals[k], &old_[k], nullptr);
+    const int sig = g_deferred_signal;
+    g_deferred_signal = 0;
+    if (sig != 0) ::raise(sig);
+  }
+  DeferTerminationSignals(const DeferTerminationSignals&) = delete;
+  DeferTerminationSignals& operator=(const DeferTerminationSignals&) = delete;
+
+ private:
+  static constexpr int kSignals[3] = {SIGINT, SIGTERM, SIGHUP};
+  struct sigaction old_[3];
+  bool installed_[3] = {false, false, false};
+};
+
+}  // namespace
+
 void write_file_atomic(const std::string& path, const std::vector<char>& bytes) {
   struct stat st;
   if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) throw Error(path + ": is a directory; give a file name");
+  const DeferTerminationSignals hold;  // no temporary file is left behind by Ctrl-C
   std::string tmpl = path + ".tmp.XXXXXX";
   const int fd = ::mkstemp(&tmpl[0]);
   if (fd < 0) throw Error(path + ": cannot create a file beside it (" + std::strerror(errno) + ")");
