@@ -1,5 +1,5 @@
 // Test helper: the simplest post-training quantization (min/max calibration through the
-// integer engine's reference tap, symmetric per-channel weights). `qnn quantize` is the real
+// calibration forward's tap, symmetric per-channel weights). `qnn quantize` is the real
 // tool; tests use this to get quantized models without depending on it.
 #pragma once
 #include <algorithm>
@@ -11,7 +11,7 @@
 
 #include "qnn/engine.hpp"
 #include "qnn/model.hpp"
-#include "qnn/qengine.hpp"
+#include "qnn/quant/calibration_forward.hpp"
 
 namespace qnn::test {
 
@@ -55,8 +55,7 @@ inline Model quantize_minmax(const Model& fp, const std::vector<NeighborGraph>& 
                              const BitsFn& bits, bool per_channel = true) {
   MaxTap tap;
   for (const auto& g : calib) {
-    EvalResult r;
-    qengine_reference(fp, false, g, r, {}, &tap);
+    calibration_forward(fp, g, &tap);
   }
   Model m = fp;
   bool all8 = true;

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <numeric>
 #include <random>
 
@@ -18,6 +19,7 @@
 #include "qnn/error.hpp"
 #include "qnn/evaluator.hpp"
 #include "qnn/graph.hpp"
+#include "qnn/int_gemm.hpp"
 #include "qnn/model.hpp"
 #include "test_util.hpp"
 
@@ -336,6 +338,12 @@ TEST(Compressed, DeepmdEnvMatIsContinuousWhereANeighbourLeavesTheCutoff) {
 }
 
 // Results of every mode are bitwise independent of the atom order and of the thread count.
+// Registered per GEMM path (QNN_ISA, tests/CMakeLists.txt); skipped where the CPU lacks it.
+bool isa_unavailable() {
+  const char* isa = std::getenv("QNN_ISA");
+  return isa && !igemm::isa_available(igemm::parse_isa(isa));
+}
+
 void expect_permutation_invariant(const Model& m, Mode mode) {
   const Frame f = water_frame(m, 3);
   const int n = static_cast<int>(f.species.size());
@@ -443,15 +451,19 @@ TEST(Compressed, PairNetsEqualToOneSideNetsGiveTheOneSideResult) {
 }
 
 TEST(CompressedDeterminism, Fp32) {
+  if (isa_unavailable()) GTEST_SKIP() << "CPU lacks " << std::getenv("QNN_ISA");
   expect_permutation_invariant(read_model(potential("water-se2a.fp32.qnn")), Mode::FP32);
 }
 TEST(CompressedDeterminism, Int8) {
+  if (isa_unavailable()) GTEST_SKIP() << "CPU lacks " << std::getenv("QNN_ISA");
   expect_permutation_invariant(read_model(potential("water-se2a.int8.qnn")), Mode::Int8);
 }
 TEST(CompressedDeterminism, Mixed) {
+  if (isa_unavailable()) GTEST_SKIP() << "CPU lacks " << std::getenv("QNN_ISA");
   expect_permutation_invariant(read_model(potential("water-se2a.mixed.qnn")), Mode::Mixed);
 }
 TEST(CompressedDeterminism, WeightOnly) {
+  if (isa_unavailable()) GTEST_SKIP() << "CPU lacks " << std::getenv("QNN_ISA");
   expect_permutation_invariant(read_model(potential("water-se2a.int8.qnn")), Mode::WeightOnly);
 }
 

@@ -235,6 +235,78 @@ TEST(Plugin, ZblOverlayLeavesLiquidWaterUntouched) {
   if (g_rank == 0) std::remove(close.c_str());
 }
 
+// A model's built-in repulsion (Model::repulsion, docs/model.md "Short-range repulsion") gives
+// what LAMMPS's own pair_style zbl gives overlaid on the same network: an independent
+// implementation of the same ZBL and switching. Checked at O-O distances in the pure-ZBL
+// zone, in the switching zone and beyond it, on 1 or more ranks, with the virial (pressure).
+TEST(Plugin, BuiltInRepulsionEqualsLammpsZblOverlay) {
+  const std::string plain = shared_model_path();
+  const std::string with = shared_tmp_name("repulsion") + ".qnn";
+  if (g_rank == 0) {
+    qnn::Model m = qnn::read_model(plain);
+    m.repulsion.z = {8.0, 1.0};
+    m.repulsion.pairs = {{0, 0}};
+    m.repulsion.r_inner = 1.6;
+    m.repulsion.r_outer = 2.2;
+    qnn::write_model(m, with);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  auto run = [&](const std::string& data_file, bool builtin, double& pe, double& press) {
+    void* lmp = qnn::test::open_lammps(MPI_COMM_WORLD);
+    lammps_command(lmp, "units metal");
+    lammps_command(lmp, "atom_style atomic");
+    lammps_command(lmp, "atom_modify map array");
+    lammps_command(lmp, ("read_data " + data_file).c_str());
+    if (builtin) {
+      lammps_command(lmp, ("pair_style qnn " + with + " mode fp64").c_str());
+      lammps_command(lmp, "pair_coeff * * O H");
+    } else {
+      lammps_command(lmp, ("pair_style hybrid/overlay qnn " + plain + " mode fp64 zbl 1.6 2.2").c_str());
+      lammps_command(lmp, "pair_coeff * * qnn O H");
+      lammps_command(lmp, "pair_coeff 1 1 zbl 8.0 8.0");
+    }
+    lammps_command(lmp, "thermo_style custom step pe press");
+    lammps_command(lmp, "run 0");
+    EXPECT_EQ(qnn::test::lammps_error(lmp), "") << "LAMMPS error";
+    pe = lammps_get_thermo(lmp, "pe");
+    press = lammps_get_thermo(lmp, "press");
+    auto f = qnn::test::gather_forces(lmp, 9);
+    lammps_close(lmp);
+    return f;
+  };
+  for (double oo : {1.1, 1.45, 1.9, 2.15, 2.5}) {
+    // Two molecules O-O `oo` apart (hydrogens pointing away) and a third 3.2 A from the second.
+    qnn::test::Frame three;
+    three.cell = {20, 0, 0, 0, 20, 0, 0, 0, 20};
+    const double x2 = 5.0 + oo, x3 = x2 + 3.2;
+    three.pos = {5.0, 5.0, 5.0, 4.414, 5.757, 5.0, 4.414, 4.243, 5.0,
+                 x2, 5.0, 5.0, x2 + 0.586, 5.757, 5.0, x2 + 0.586, 4.243, 5.0,
+                 x3, 5.3, 5.1, x3 + 0.586, 6.057, 5.1, x3 + 0.586, 4.543, 5.1};
+    three.species = {0, 1, 1, 0, 1, 1, 0, 1, 1};
+    const std::string file = shared_tmp_name("rep") + ".data";
+    if (g_rank == 0) qnn::test::write_data_file(file, three, {15.9994, 1.008});
+    MPI_Barrier(MPI_COMM_WORLD);
+    double pe_b = 0, pe_o = 0, p_b = 0, p_o = 0;
+    const auto fb = run(file, true, pe_b, p_b);
+    const auto fo = run(file, false, pe_o, p_o);
+    EXPECT_NEAR(pe_b, pe_o, 1e-8 * (1.0 + std::abs(pe_o))) << "O-O " << oo;
+    EXPECT_NEAR(p_b, p_o, 1e-6 * (1.0 + std::abs(p_o))) << "O-O " << oo;
+    ASSERT_EQ(fb.size(), fo.size());
+    double fmax = 0, dmax = 0;
+    for (std::size_t k = 0; k < fb.size(); ++k) {
+      fmax = std::max(fmax, std::abs(fo[k]));
+      dmax = std::max(dmax, std::abs(fb[k] - fo[k]));
+    }
+    EXPECT_LT(dmax, 1e-8 * (1.0 + fmax)) << "O-O " << oo;
+    if (g_rank == 0)
+      std::printf("repulsion O-O %.2f A: E %.6f (built-in) %.6f (overlay), max |dF| %.2e of %.3g eV/A\n", oo, pe_b, pe_o,
+                  dmax, fmax);
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (g_rank == 0) std::remove(file.c_str());
+  }
+  if (g_rank == 0) std::remove(with.c_str());
+}
+
 TEST(Plugin, NewtonOffMatchesNewtonOn) {
   const qnn::test::Frame frame = qnn::test::load_water_frame(QNN_WATER_DATA_DIR "/data_0", 1);
   const std::string model = shared_model_path(), data = shared_data_path(frame);

@@ -16,6 +16,7 @@
 #include "qnn/model.hpp"
 #include "qnn/observer.hpp"
 #include "qnn/quantize.hpp"
+#include "qnn/quant/calibration_forward.hpp"
 #include "test_util.hpp"
 
 namespace qnn {
@@ -394,7 +395,7 @@ TEST(ApplyPlan, ScalesModesAndExactFileRoundTrip) {
 }
 
 // ------------------------------------------------------------------------------ with the engine
-// These need the integer engine (calibration uses its float reference with a LayerTap).
+// These run calibration (calibration_forward with a LayerTap) and the engines.
 struct SmallSetup {
   Model m = test::small_water_model(7, 4.0);
   FrameSet val, calib;
@@ -404,6 +405,25 @@ struct SmallSetup {
     val = load_frames({std::string(QNN_WATER_DATA_DIR) + "/data_2"}, m, 2);
   }
 };
+
+// The calibration forward (written from docs/model.md, no code shared with the engines)
+// computes the network the exact fp64 engine computes: same energy on water frames, for
+// both environment-matrix conventions and for pair embedding nets.
+TEST(Calibrate, ForwardComputesTheEnergyOfTheExactEngine) {
+  ensure_kokkos_initialized(2);
+  Model deepmd = test::small_water_model(5, 4.0);
+  deepmd.env_mat = "deepmd";
+  for (const Model& m : {test::small_water_model(7, 4.0), deepmd, test::small_pair_model(7, 4.0, {30, 60})}) {
+    const FrameSet fr = load_frames({std::string(QNN_WATER_DATA_DIR) + "/data_0"}, m, 2);
+    auto ev = make_evaluator(m, Mode::FP64);
+    for (const NeighborGraph& g : fr.graphs) {
+      EvalResult r;
+      ev->compute(g, r);
+      const double e = calibration_forward(m, g, nullptr);
+      EXPECT_NEAR(e, r.energy, 1e-10 * std::abs(r.energy)) << m.env_mat << (m.type_one_side ? "" : " pair nets");
+    }
+  }
+}
 
 TEST(Calibrate, ObservesEveryLayerInputAndEmbeddingOutput) {
   SmallSetup s;

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   qnn::cli::register_bench(app);
   qnn::cli::register_quantize(app);
   qnn::cli::register_sweep(app);
+  qnn::cli::register_repulsion(app);
 #ifdef QNN_HAVE_HDF5
   qnn::cli::register_import(app);
 #endif

@@ -8,6 +8,8 @@
 # meV/atom/ps.
 #
 # Usage: water_stability.sh MODEL.qnn OUTDIR [MODE] [NVT_PS] [NVE_PS]   (defaults fp32 5 20)
+# QNN_ZBL_OO="INNER OUTER" overlays LAMMPS's ZBL repulsion on O-O pairs only, switched off
+# between INNER and OUTER Å (docs/lammps.md, "A short-range safety net").
 # Needs ~/.cache/qnn/env.sh (LAMMPS) and the plugin ($QNN_BUILD_DIR/qnnplugin.so, default build/).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -31,8 +33,11 @@ plugin load $PLUGIN
 units metal
 atom_style atomic
 read_data $ROOT/examples/water/water-1536.data
-pair_style qnn $MODEL mode $MODE
-pair_coeff * * O H
+$(if [ -n "${QNN_ZBL_OO:-}" ]; then
+    printf 'pair_style hybrid/overlay qnn %s mode %s zbl %s\npair_coeff * * qnn O H\npair_coeff 1 1 zbl 8.0 8.0\n' "$MODEL" "$MODE" "$QNN_ZBL_OO"
+  else
+    printf 'pair_style qnn %s mode %s\npair_coeff * * O H\n' "$MODEL" "$MODE"
+  fi)
 neighbor 2.0 bin
 timestep 0.0005
 group oxygen type 1
@@ -52,7 +57,7 @@ dump_modify oo sort id
 run $nve_steps
 print "QNNSTABILITY drift \${d1}"
 EOF
-echo "[stability] $MODEL mode $MODE: NVT $NVT_PS ps ($nvt_steps steps), NVE $NVE_PS ps ($nve_steps steps) -> $OUT"
+echo "[stability] $MODEL mode $MODE${QNN_ZBL_OO:+ + ZBL O-O overlay $QNN_ZBL_OO}: NVT $NVT_PS ps ($nvt_steps steps), NVE $NVE_PS ps ($nve_steps steps) -> $OUT"
 t0=$(date +%s)
 OMP_NUM_THREADS=1 "$QNN_LAMMPS_DIR/bin/lmp" -in "$OUT/in.stability" -log "$OUT/log.lammps" -screen none -nocite
 echo "[stability] LAMMPS took $(( $(date +%s) - t0 )) s"

@@ -6,7 +6,8 @@
 #include "qnn/engine/compressed_engine.hpp"
 #include "qnn/error.hpp"
 #include "qnn/int_gemm.hpp"
-#include "qnn/qengine.hpp"  // layer_exec
+#include "qnn/quant/layer_exec.hpp"
+#include "qnn/repulsion.hpp"
 
 namespace qnn {
 
@@ -134,13 +135,43 @@ class CompressedEvaluator final : public Evaluator {
   Mode mode_;
 };
 
+// The network of any mode plus the model's short-range repulsion (repulsion.hpp), which is
+// the same double-precision pair term in every mode.
+class WithRepulsion final : public Evaluator {
+ public:
+  explicit WithRepulsion(std::unique_ptr<Evaluator> net) : net_(std::move(net)) {}
+  void compute(const NeighborGraph& g, EvalResult& out, const EvalOptions& opt) override {
+    net_->compute(g, out, opt);
+    add_repulsion(net_->model(), g, out, opt, work_);
+  }
+  Mode mode() const override { return net_->mode(); }
+  const Model& model() const override { return net_->model(); }
+  std::string describe() const override {
+    const Repulsion& R = net_->model().repulsion;
+    std::ostringstream o;
+    o << net_->describe() << "; + ZBL repulsion on";
+    for (const auto& p : R.pairs)
+      o << " " << net_->model().species[static_cast<std::size_t>(p[0])] << "-"
+        << net_->model().species[static_cast<std::size_t>(p[1])];
+    o << " (" << R.r_inner << "-" << R.r_outer << " A)";
+    return o.str();
+  }
+
+ private:
+  std::unique_ptr<Evaluator> net_;
+  std::vector<std::int64_t> work_;
+};
+
 }  // namespace
 
 std::unique_ptr<Evaluator> make_evaluator(const Model& m, Mode mode, ExecSpace space) {
   const std::string why = mode_unsupported_reason(m, mode);
   if (!why.empty()) throw Error(why);
-  if (mode == Mode::FP64) return std::make_unique<FloatEvaluator<double>>(m, mode, space);
-  return std::make_unique<CompressedEvaluator>(m, mode, space);
+  std::unique_ptr<Evaluator> net;
+  if (mode == Mode::FP64) net = std::make_unique<FloatEvaluator<double>>(m, mode, space);
+  else net = std::make_unique<CompressedEvaluator>(m, mode, space);
+  if (!m.repulsion.enabled()) return net;
+  return std::make_unique<WithRepulsion>(std::move(net));
 }
 
 }  // namespace qnn

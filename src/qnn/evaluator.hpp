@@ -1,6 +1,8 @@
 // One interface over every execution mode of a model file (docs/quantization.md, "Execution
-// modes"): fp32 and weight-only run the float engine (qnn::Engine<float>), fp64 the same in
-// double precision (references and tests); int8 and mixed run the integer engine (qnn::QEngine). The LAMMPS plugin, `qnn eval` and `qnn bench` use this.
+// modes"): fp64 runs the exact float engine (qnn::Engine<double>), the reference; fp32,
+// weight-only, int8 and mixed run engine v2 (qnn::CompressedEngine: tabulated embedding,
+// GEMM fitting nets). A model's short-range repulsion is added in every mode. The LAMMPS
+// plugin, `qnn eval` and `qnn bench` use this.
 #pragma once
 #include <memory>
 #include <string>

@@ -644,6 +644,18 @@ void Model::validate(const std::string& what) const {
     if (!std::isfinite(b)) fail("energy_bias contains NaN or Inf");
     if (std::abs(b) > limits::kMaxAbsEnergyBias) fail("energy_bias " + num(b) + " eV exceeds " + num(limits::kMaxAbsEnergyBias) + " in magnitude");
   }
+  if (repulsion.enabled() || !repulsion.z.empty()) {
+    const Repulsion& R = repulsion;
+    if (R.pairs.empty()) fail("repulsion: no species pairs");
+    if (R.z.size() != static_cast<std::size_t>(S)) fail("repulsion: expected one atomic number per species (" + std::to_string(S) + "), got " + std::to_string(R.z.size()));
+    for (double z : R.z)
+      if (!(z >= 1.0 && z <= 118.0) || z != std::floor(z)) fail("repulsion: atomic number " + num(z) + " is not an integer in 1..118");
+    for (const auto& p : R.pairs)
+      if (p[0] < 0 || p[0] >= S || p[1] < 0 || p[1] >= S) fail("repulsion: a pair names a species the model does not have");
+    if (!(R.r_inner > 0.0 && R.r_inner < R.r_outer && R.r_outer <= rcut))
+      fail("repulsion: expected 0 < r_inner < r_outer <= rcut, got r_inner " + num(R.r_inner) + ", r_outer " + num(R.r_outer) + ", rcut " + num(rcut));
+    if (R.r_outer - R.r_inner < 0.05) fail("repulsion: the switching range r_outer - r_inner must be at least 0.05 A, got " + num(R.r_outer - R.r_inner));
+  }
   check_range(what);
 }
 
@@ -869,6 +881,13 @@ void write_model(const Model& model, const std::string& path) {
   h["resnet_dt"] = model.resnet_dt;
   if (!model.type_one_side) h["type_one_side"] = false;  // absent: true (older readers refuse the key)
   if (model.env_mat != "qnn") h["env_mat"] = model.env_mat;  // absent: "qnn" (older readers refuse the key)
+  if (model.repulsion.enabled()) {  // absent: none (older readers refuse the key)
+    nlohmann::json pairs = nlohmann::json::array();
+    for (const auto& p : model.repulsion.pairs)
+      pairs.push_back({model.species[static_cast<std::size_t>(p[0])], model.species[static_cast<std::size_t>(p[1])]});
+    h["repulsion"] = {{"type", "zbl"}, {"z", model.repulsion.z}, {"pairs", pairs},
+                      {"r_inner", model.repulsion.r_inner}, {"r_outer", model.repulsion.r_outer}};
+  }
   h["default_mode"] = model.default_mode;
   h["layers"] = layers;
   h["tensors"] = blob.index();
@@ -1104,7 +1123,7 @@ Model parse_model(const std::vector<char>& buf, const std::string& path) {
 
   // ---- header fields, each typed and bounded.
   hdr.only_keys(h, "", {"format", "format_version", "type", "units", "species", "rcut", "rcut_smth", "sel", "neighbor_norm",
-                        "axis_neuron", "embed_widths", "fit_widths", "resnet_dt", "type_one_side", "env_mat", "default_mode", "layers", "tensors",
+                        "axis_neuron", "embed_widths", "fit_widths", "resnet_dt", "type_one_side", "env_mat", "repulsion", "default_mode", "layers", "tensors",
                         "blob_bytes", "provenance"});
   Model m;
   if (hdr.str(hdr.req(h, "", "format", "a string"), "format") != "qnn") fail("header 'format' is not 'qnn'");
@@ -1127,6 +1146,30 @@ Model parse_model(const std::vector<char>& buf, const std::string& path) {
   m.resnet_dt = hdr.boolean(hdr.req(h, "", "resnet_dt", "true or false"), "resnet_dt");
   if (const nlohmann::json* os = Header::find(h, "type_one_side")) m.type_one_side = hdr.boolean(*os, "type_one_side");
   if (const nlohmann::json* em = Header::find(h, "env_mat")) m.env_mat = hdr.str(*em, "env_mat", 16);
+  if (const nlohmann::json* rp = Header::find(h, "repulsion")) {
+    const nlohmann::json& r = hdr.object(*rp, "repulsion");
+    hdr.only_keys(r, "repulsion", {"type", "z", "pairs", "r_inner", "r_outer"});
+    if (hdr.str(hdr.req(r, "repulsion", "type", "a string"), "repulsion.type", 16) != "zbl")
+      fail("key 'repulsion.type': only \"zbl\" is known");
+    const nlohmann::json& z = hdr.array(hdr.req(r, "repulsion", "z", "an array of numbers"), "repulsion.z", limits::kMaxSpecies);
+    for (std::size_t i = 0; i < z.size(); ++i) m.repulsion.z.push_back(hdr.number(z[i], "repulsion.z[" + std::to_string(i) + "]"));
+    const nlohmann::json& pairs =
+        hdr.array(hdr.req(r, "repulsion", "pairs", "an array of species pairs"), "repulsion.pairs", 64);
+    for (std::size_t i = 0; i < pairs.size(); ++i) {
+      const std::string key = "repulsion.pairs[" + std::to_string(i) + "]";
+      const nlohmann::json& p = hdr.array(pairs[i], key, 2);
+      if (p.size() != 2) fail("key '" + key + "': expected two species names");
+      std::array<int, 2> ab{};
+      for (int k = 0; k < 2; ++k) {
+        const std::string name = hdr.str(p[static_cast<std::size_t>(k)], key, limits::kMaxSpeciesName);
+        ab[static_cast<std::size_t>(k)] = m.species_index(name);
+        if (ab[static_cast<std::size_t>(k)] < 0) fail("key '" + key + "': unknown species '" + name + "'");
+      }
+      m.repulsion.pairs.push_back(ab);
+    }
+    m.repulsion.r_inner = hdr.number(hdr.req(r, "repulsion", "r_inner", "a number"), "repulsion.r_inner");
+    m.repulsion.r_outer = hdr.number(hdr.req(r, "repulsion", "r_outer", "a number"), "repulsion.r_outer");
+  }
   if (const nlohmann::json* dm = Header::find(h, "default_mode")) m.default_mode = hdr.str(*dm, "default_mode", 32);
   if (const nlohmann::json* pv = Header::find(h, "provenance")) {
     m.provenance = hdr.object(*pv, "provenance");
@@ -1285,6 +1328,12 @@ std::string describe(const Model& m) {
   for (int s = 0; s < m.nspecies(); ++s) o << (s ? ", " : "") << m.species[static_cast<std::size_t>(s)] << " (sel " << m.sel[static_cast<std::size_t>(s)] << ")";
   o << "\ncutoff          rcut " << m.rcut << " A, rcut_smth " << m.rcut_smth << " A\n";
   o << "env_mat         " << m.env_mat << (m.deepmd_env_mat() ? " (DeePMD-kit: shifted first column, empty slots count)" : "") << "\n";
+  if (m.repulsion.enabled()) {
+    o << "repulsion       ZBL on";
+    for (const auto& p : m.repulsion.pairs)
+      o << " " << m.species[static_cast<std::size_t>(p[0])] << "-" << m.species[static_cast<std::size_t>(p[1])];
+    o << ", switched off from " << m.repulsion.r_inner << " to " << m.repulsion.r_outer << " A (as pair_style zbl)\n";
+  }
   o << "embedding net   1";
   for (int w : m.embed_widths) o << " -> " << w;
   o << (m.type_one_side ? " (per neighbour species)" : " (per centre and neighbour species pair)") << ", axis_neuron " << m.axis_neuron << "\n";

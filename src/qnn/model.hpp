@@ -1,5 +1,6 @@
 // In-memory form of a qnn v1 model (docs/model.md) and its .qnn file (docs/format.md).
 #pragma once
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -77,6 +78,22 @@ struct Net {
   std::size_t parameter_count() const;
 };
 
+// A short-range pair repulsion added to the network's energy (docs/model.md, "Short-range
+// repulsion"): the ZBL universal screened Coulomb potential on the listed species pairs,
+// switched off between r_inner and r_outer exactly as LAMMPS's `pair_style zbl` does. Empty
+// `pairs`: none (the format default).
+struct Repulsion {
+  std::vector<double> z;                   // (S) atomic number of each species
+  std::vector<std::array<int, 2>> pairs;   // unordered species pairs it acts on
+  double r_inner = 0.0, r_outer = 0.0;     // Å
+  bool enabled() const { return !pairs.empty(); }
+  bool acts_on(int a, int b) const {
+    for (const auto& p : pairs)
+      if ((p[0] == a && p[1] == b) || (p[0] == b && p[1] == a)) return true;
+    return false;
+  }
+};
+
 struct Model {
   static constexpr std::uint32_t kFormatVersion = 1;
 
@@ -106,6 +123,7 @@ struct Model {
   //             constant G(ŝ₀) ⊗ (ŝ₀, 0, 0, 0), ŝ₀ = −mean_s/std_s.
   std::string env_mat = "qnn";
   bool deepmd_env_mat() const { return env_mat == "deepmd"; }
+  Repulsion repulsion;                    // none unless the file has the "repulsion" key
   std::string units = "metal";
   nlohmann::json provenance = nlohmann::json::object();
   std::string default_mode = "fp32";      // execution mode the file was made for

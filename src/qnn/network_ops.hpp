@@ -1,6 +1,6 @@
 // Device functions of the se_e2_a network shared by the float engine (engine.cpp) and the
-// integer engine and its reference (qengine_ops.hpp): the switching function (eq. S) and the
-// descriptor contraction and its backward pass (eq. D, eq. B step 2), one code for both.
+// compressed engine (engine/): the switching function (eq. S) and the descriptor contraction
+// and its backward pass (eq. D, eq. B step 2).
 #pragma once
 #include <Kokkos_Macros.hpp>
 

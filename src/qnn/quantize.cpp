@@ -13,7 +13,7 @@
 #include "qnn/data.hpp"
 #include "qnn/engine.hpp"
 #include "qnn/error.hpp"
-#include "qnn/qengine.hpp"
+#include "qnn/quant/calibration_forward.hpp"
 
 namespace qnn {
 
@@ -292,8 +292,7 @@ Calibration calibrate(const Model& fp32, const FrameSet& frames, std::size_t cap
   EvalOptions opt;
   opt.atom_energy = false;
   for (const NeighborGraph& g : frames.graphs) {
-    EvalResult out;
-    qengine_reference(fp32, false, g, out, opt, &tap);
+    calibration_forward(fp32, g, &tap);
     ++cal.frames;
   }
   for (std::size_t i = 0; i < layers.size(); ++i)

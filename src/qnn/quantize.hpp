@@ -2,8 +2,8 @@
 // quantization"): precision plans, calibration of activation ranges on DFT frames, writing
 // the plan into a model's QuantSpec metadata, evaluation of a quantized model against DFT
 // and against its FP32 original, the bit-width sweep and the mixed-precision search.
-// The integer arithmetic itself is the integer engine's (qnn/qengine.hpp); this code only
-// chooses bits and scales and measures what they cost.
+// The arithmetic is the engines' (qnn/evaluator.hpp); this code only chooses bits and
+// scales and measures what they cost.
 #pragma once
 #include <cstddef>
 #include <functional>
@@ -86,7 +86,7 @@ FrameSet load_frames(const std::vector<std::string>& dirs, const Model& m, int m
 // ----------------------------------------------------------------------------- calibration
 // Activation statistics of the FP32 network on calibration frames: the input of every layer
 // (list_layers order) and the output G of every embedding net, gathered with the integer
-// engine's float reference (qengine_reference with a LayerTap).
+// calibration forward (qnn/quant/calibration_forward.hpp, with a LayerTap).
 struct Calibration {
   std::vector<TensorObserver> inputs;      // one per layer
   std::vector<TensorObserver> embed_out;   // one per embedding net (Model::embed)

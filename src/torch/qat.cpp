@@ -108,6 +108,9 @@ Model quantized_model(Se2aModuleImpl& module, const Model& plan) {
   if (!module.fake_quant()) throw Error("quantized_model: the module has no fake quantization enabled");
   Model m = module.to_model();
   m.default_mode = plan.default_mode;
+  // The short-range repulsion is not part of the network QAT trains (it is switched off
+  // below the data's closest pairs); the quantized starting point's carries over.
+  m.repulsion = plan.repulsion;
   const std::array<const std::vector<std::vector<TorchLayer>>*, 2> families{&module.embed_layers(), &module.fit_layers()};
   for (int family = 0; family < 2; ++family) {
     std::vector<Net>& nets = family == 0 ? m.embed : m.fit;

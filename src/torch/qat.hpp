@@ -4,7 +4,7 @@
 // plan, the fine-tuned weights on the integer grid and the learned scales.
 //
 // What is simulated, per dense layer and its QuantSpec (docs/quantization.md, "Integer
-// network"; src/qnn/qengine_ops.hpp):
+// network"; engine v2 runs the fitting layers so, src/qnn/engine/):
 //   weights   (weight_bits > 0)  Ŵ = s_w · clamp(round(W / s_w), ±Q_w), s_w per channel or tensor
 //   input     (act_bits > 0)     x̂ = s_x · clamp(round_half_away(x · (1/s_x)), ±Q_x)
 //   integer layer (both)         z = x̂·Ŵ + b, t = tanh(clamp(round_half_away(256 z), ±2048) / 256)

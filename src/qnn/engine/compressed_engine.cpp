@@ -14,7 +14,7 @@
 #include "qnn/engine/block_kernel.hpp"
 #include "qnn/error.hpp"
 #include "qnn/int_gemm.hpp"
-#include "qnn/qengine.hpp"
+#include "qnn/quant/layer_exec.hpp"
 
 namespace qnn {
 
