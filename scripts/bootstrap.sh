@@ -31,7 +31,7 @@ APT_PACKAGES=(
   libgtest-dev
   nlohmann-json3-dev libcli11-dev libfmt-dev
   libdnnl-dev libxtensor-dev zlib1g-dev libhdf5-dev
-  libopenblas0-openmp
+  libopenblas0-openmp libopenblas-openmp-dev libxsmm-dev
   python3-numpy python3-matplotlib
 )
 

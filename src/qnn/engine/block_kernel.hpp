@@ -114,4 +114,13 @@ void block_avx512(const ModelArgs&, const GraphArgs&, const OutArgs&, const int*
 bool avx2_compiled();
 bool avx512_compiled();
 
+// The fp32 GEMM of the fitting layers (block_kernel_impl.hpp, `sgemm`), exposed so that
+// bench/bench_fit_gemm.cpp can measure it against oneDNN, OpenBLAS and libxsmm on the real
+// shapes: C (M, Np) = A (M, K) · B (K, Np), row-major; M a multiple of 4, Np of 64 (avx512) or
+// 32 (avx2). Throws std::logic_error when the path was not compiled in.
+void sgemm_avx512(int M, int Np, int K, const float* A, int lda, const float* B, int ldb, float* C,
+                  int ldc);
+void sgemm_avx2(int M, int Np, int K, const float* A, int lda, const float* B, int ldb, float* C,
+                int ldc);
+
 }  // namespace qnn::v2

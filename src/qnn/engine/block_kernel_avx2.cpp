@@ -11,6 +11,10 @@ void block_avx2(const ModelArgs& m, const GraphArgs& g, const OutArgs& o, const 
                 int c, void* scratch, BlockResult& res) {
   isa_avx2::run_block(m, g, o, atoms, n, c, scratch, res);
 }
+void sgemm_avx2(int M, int Np, int K, const float* A, int lda, const float* B, int ldb, float* C,
+            int ldc) {
+  isa_avx2::sgemm(M, Np, K, A, lda, B, ldb, C, ldc);
+}
 }  // namespace qnn::v2
 #else
 #include <stdexcept>
@@ -18,6 +22,9 @@ namespace qnn::v2 {
 bool avx2_compiled() { return false; }
 void block_avx2(const ModelArgs&, const GraphArgs&, const OutArgs&, const int*, int, int, void*,
                 BlockResult&) {
+  throw std::logic_error("qnn: the avx2 block kernel was not compiled in");
+}
+void sgemm_avx2(int, int, int, const float*, int, const float*, int, float*, int) {
   throw std::logic_error("qnn: the avx2 block kernel was not compiled in");
 }
 }  // namespace qnn::v2
