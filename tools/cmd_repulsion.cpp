@@ -74,7 +74,8 @@ void run(const RepulsionArgs& a) {
   }
   m.validate(a.model + " with the repulsion");
   write_model(m, a.out);
-  std::printf("%s", describe(m).substr(0, describe(m).find("embedding net")).c_str());
+  const std::string summary = describe(m);
+  std::printf("%s", summary.substr(0, summary.find("embedding net")).c_str());
   std::printf("wrote %s\n", a.out.c_str());
 }
 

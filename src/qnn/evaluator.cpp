@@ -139,10 +139,10 @@ class CompressedEvaluator final : public Evaluator {
 // the same double-precision pair term in every mode.
 class WithRepulsion final : public Evaluator {
  public:
-  explicit WithRepulsion(std::unique_ptr<Evaluator> net) : net_(std::move(net)) {}
+  explicit WithRepulsion(std::unique_ptr<Evaluator> net) : net_(std::move(net)), rep_(net_->model()) {}
   void compute(const NeighborGraph& g, EvalResult& out, const EvalOptions& opt) override {
     net_->compute(g, out, opt);
-    add_repulsion(net_->model(), g, out, opt, work_);
+    rep_.add(g, out, opt);
   }
   Mode mode() const override { return net_->mode(); }
   const Model& model() const override { return net_->model(); }
@@ -159,7 +159,7 @@ class WithRepulsion final : public Evaluator {
 
  private:
   std::unique_ptr<Evaluator> net_;
-  std::vector<std::int64_t> work_;
+  RepulsionTerm rep_;
 };
 
 }  // namespace

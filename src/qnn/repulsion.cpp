@@ -70,25 +70,30 @@ double ZblPair::energy(double r, double* dedr) const {
   return e;
 }
 
-void add_repulsion(const Model& m, const NeighborGraph& g, EvalResult& out,
-                   const EvalOptions& opt, std::vector<std::int64_t>& work) {
+RepulsionTerm::RepulsionTerm(const Model& m)
+    : nspecies_(m.nspecies()), r_outer_(m.repulsion.r_outer),
+      which_(static_cast<std::size_t>(m.nspecies()) * m.nspecies(), -1) {
   const Repulsion& R = m.repulsion;
-  if (!R.enabled()) return;
-  const int S = m.nspecies(), nl = g.nlocal, nt = g.ntotal;
-  std::vector<ZblPair> pair;
-  std::vector<int> which(static_cast<std::size_t>(S) * S, -1);
-  for (int a = 0; a < S; ++a)
-    for (int b = 0; b < S; ++b)
+  for (int a = 0; a < nspecies_; ++a)
+    for (int b = 0; b < nspecies_; ++b)
       if (R.acts_on(a, b)) {
-        which[static_cast<std::size_t>(a) * S + b] = static_cast<int>(pair.size());
-        pair.emplace_back(R.z[static_cast<std::size_t>(a)], R.z[static_cast<std::size_t>(b)], R.r_inner, R.r_outer);
+        which_[static_cast<std::size_t>(a) * nspecies_ + b] = static_cast<int>(pair_.size());
+        pair_.emplace_back(R.z[static_cast<std::size_t>(a)], R.z[static_cast<std::size_t>(b)], R.r_inner, R.r_outer);
       }
+}
+
+void RepulsionTerm::add(const NeighborGraph& g, EvalResult& out, const EvalOptions& opt) {
+  if (pair_.empty()) return;
+  const int S = nspecies_, nl = g.nlocal, nt = g.ntotal;
+  const std::vector<ZblPair>& pair = pair_;
+  const std::vector<int>& which = which_;
+  std::vector<std::int64_t>& work = work_;
   // work: energy per local atom (nl), forces (3 nt), virial (6), per-atom virial (6 nt)
   const bool vatom = opt.atom_virial;
   const std::size_t oe = 0, of = static_cast<std::size_t>(nl), ov = of + 3 * static_cast<std::size_t>(nt),
                     ova = ov + 6;
   work.assign(ova + (vatom ? 6 * static_cast<std::size_t>(nt) : 0), 0);
-  const double ro2 = R.r_outer * R.r_outer;
+  const double ro2 = r_outer_ * r_outer_;
   double rmin = 1e300;
   for (int i = 0; i < nl; ++i) {
     const int si = g.species[static_cast<std::size_t>(i)];

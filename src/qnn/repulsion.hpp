@@ -28,13 +28,24 @@ class ZblPair {
   double r_inner_ = 0, r_outer_ = 0, sw1_ = 0, sw2_ = 0, sw3_ = 0, sw4_ = 0, sw5_ = 0;
 };
 
-// Adds the repulsion of `m` on graph `g` to a result computed by an engine with the same
-// options (energy, forces with ghosts, virial, per-atom energy and virial). Every pair term
-// is rounded to the engines' fixed-point grids (2^-24 eV, 2^-32 eV/Å) and summed in
-// integers, so the result does not depend on atom order, threads or MPI decomposition.
-// `work` is scratch kept by the caller (no allocation in the steady state). Throws
-// qnn::Error for a pair closer than kMinPairDistance or a term beyond the fixed-point range.
-void add_repulsion(const Model& m, const NeighborGraph& g, EvalResult& out,
-                   const EvalOptions& opt, std::vector<std::int64_t>& work);
+// The repulsion of one model, its pair coefficients set up once. add() adds it on graph `g`
+// to a result computed by an engine with the same options (energy, forces with ghosts,
+// virial, per-atom energy and virial). Every pair term is rounded to the engines'
+// fixed-point grids (2^-24 eV, 2^-32 eV/Å) and summed in integers, so the result does not
+// depend on atom order, threads or MPI decomposition; the scratch is kept between calls (no
+// allocation in the steady state). add() throws qnn::Error for a pair closer than
+// kMinPairDistance or a term beyond the fixed-point range.
+class RepulsionTerm {
+ public:
+  explicit RepulsionTerm(const Model& m);
+  void add(const NeighborGraph& g, EvalResult& out, const EvalOptions& opt);
+
+ private:
+  int nspecies_ = 0;
+  double r_outer_ = 0;
+  std::vector<ZblPair> pair_;
+  std::vector<int> which_;  // (S, S) index into pair_, -1: no repulsion
+  std::vector<std::int64_t> work_;
+};
 
 }  // namespace qnn
