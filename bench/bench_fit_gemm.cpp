@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "qnn/engine/block_kernel.hpp"
+#include "qnn/kernels/block_kernel.hpp"
 #include "qnn/kernels/aligned.hpp"
 
 #ifdef QNN_HAVE_ONEDNN

@@ -22,7 +22,7 @@
 #include <time.h>
 
 #include "qnn/error.hpp"
-#include "qnn/int_gemm.hpp"
+#include "qnn/kernels/int_gemm.hpp"
 
 #if defined(QNN_HAVE_ONEDNN)
 #include <omp.h>

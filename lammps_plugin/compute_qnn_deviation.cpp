@@ -8,7 +8,6 @@
 #include "error.h"
 #include "force.h"
 #include "memory.h"
-#include "pair_qnn.h"
 #include "qnn_common.h"
 #include "update.h"
 
@@ -86,19 +85,17 @@ ComputeQNNDeviation::~ComputeQNNDeviation()
 
 /* ---------------------------------------------------------------------- */
 
-PairQNN *ComputeQNNDeviation::find_pair(bool required)
+const QNNImpl *ComputeQNNDeviation::find_pair_state()
 {
-  auto *pair = dynamic_cast<PairQNN *>(force->pair_match("qnn", 1, 0));
-  if (!pair && required)
+  if (!force->pair_match("qnn", 1, 0))
     error->all(FLERR, "compute qnn/deviation needs pair_style qnn (alone or as the one qnn sub-style "
                       "of pair_style hybrid); define it before the run");
-  return pair;
+  return qnn_plugin::pair_state(lmp);
 }
 
 void ComputeQNNDeviation::init()
 {
-  PairQNN *pair = find_pair(true);
-  const QNNImpl *st = pair->state();
+  const QNNImpl *st = find_pair_state();
   if (!st) error->all(FLERR, "compute qnn/deviation: pair_style qnn has no model yet");
   const qnn::Model &qm = st->model;
   if (ref_file.empty()) {
@@ -107,16 +104,16 @@ void ComputeQNNDeviation::init()
     const std::string why = qnn::mode_unsupported_reason(qm, ref->mode);
     if (!why.empty())
       error->all(FLERR, "compute qnn/deviation: the pair style's file {} cannot run in reference mode {}: {}",
-                 pair->model_file(), qnn::to_string(ref->mode), why);
+                 st->model_file, qnn::to_string(ref->mode), why);
     try {
       ref->evaluator = qnn::make_evaluator(qm, ref->mode, qnn::ExecSpace::OpenMP);
     } catch (const qnn::Error &e) {
-      error->all(FLERR, "compute qnn/deviation: {} in mode {}: {}", pair->model_file(), qnn::to_string(ref->mode),
+      error->all(FLERR, "compute qnn/deviation: {} in mode {}: {}", st->model_file, qnn::to_string(ref->mode),
                  e.what());
     }
     if (comm->me == 0)
       utils::logmesg(lmp, "compute qnn/deviation {}: every {} steps, pair mode {} vs reference {} ({})\n", id,
-                     every, st->mode_name, pair->model_file(), ref->evaluator->describe());
+                     every, st->mode_name, st->model_file, ref->evaluator->describe());
   } else {
     if (!ref->evaluator) {
       try {
@@ -134,7 +131,7 @@ void ComputeQNNDeviation::init()
       error->all(FLERR,
                  "compute qnn/deviation: ref {} has species{} but the pair style's {} has species{}; the "
                  "reference must have the same species in the same order",
-                 ref_file, b, pair->model_file(), a);
+                 ref_file, b, st->model_file, a);
     }
     if (rm.rcut > qm.rcut * (1.0 + 1e-12))
       error->all(FLERR,
@@ -143,7 +140,7 @@ void ComputeQNNDeviation::init()
                  ref_file, rm.rcut, qm.rcut);
     if (comm->me == 0)
       utils::logmesg(lmp, "compute qnn/deviation {}: every {} steps, pair {} (mode {}) vs reference {} ({})\n",
-                     id, every, pair->model_file(), st->mode_name, ref_file, ref->evaluator->describe());
+                     id, every, st->model_file, st->mode_name, ref_file, ref->evaluator->describe());
   }
 }
 
@@ -160,9 +157,9 @@ void ComputeQNNDeviation::compute_vector()
    Reference on the pair's graph; force differences folded home; MPI reductions.
 ------------------------------------------------------------------------- */
 
-void ComputeQNNDeviation::observe(PairQNN &pair)
+void ComputeQNNDeviation::observe(const QNNImpl &state)
 {
-  const QNNImpl *st = pair.state();
+  const QNNImpl *st = &state;
   if (!ref->evaluator) error->all(FLERR, "compute qnn/deviation {} was not initialised before the run", id);
   const qnn::NeighborGraph &g = st->graph;
   const qnn::EvalResult &q = st->result;

@@ -13,13 +13,14 @@ ComputeStyle(qnn/deviation,ComputeQNNDeviation);
 #define LMP_COMPUTE_QNN_DEVIATION_H
 
 #include "compute.h"
+#include "qnn_common.h"
 
 #include <memory>
 #include <string>
 
 namespace LAMMPS_NS {
 
-class ComputeQNNDeviation : public Compute {
+class ComputeQNNDeviation : public Compute, public QNNObserver {
  public:
   // Elements of the global vector (0-based here; c_ID[k+1] in LAMMPS input).
   enum { DE_PER_ATOM, F_RMSE, F_MAXDEV, DE_AVG, F_RMSE_AVG, NEVAL, NVALUES };
@@ -32,11 +33,10 @@ class ComputeQNNDeviation : public Compute {
   void unpack_reverse_comm(int, int *, double *) override;
   double memory_usage() override;
 
-  // Called by PairQNN::compute() on every rank: true on the steps this compute evaluates.
-  bool wants_step(bigint step) const { return every > 0 && step % every == 0; }
-  // Called by PairQNN::compute() on every rank (collective) right after the pair's own
-  // evaluation on a step where wants_step() is true.
-  void observe(class PairQNN &pair);
+  // QNNObserver, called by PairQNN::compute() on every rank: true on the steps this compute
+  // evaluates; then (collective) right after the pair's own evaluation on such a step.
+  bool wants_step(bigint step) const override { return every > 0 && step % every == 0; }
+  void observe(const QNNImpl &state) override;
 
  private:
   int every;
@@ -50,7 +50,7 @@ class ComputeQNNDeviation : public Compute {
   double **dforce;               // (nmax, 3) quantized - reference force, ghosts folded home
   int nmax;
 
-  class PairQNN *find_pair(bool required);
+  const QNNImpl *find_pair_state();
 };
 
 }    // namespace LAMMPS_NS

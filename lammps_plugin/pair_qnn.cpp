@@ -5,6 +5,7 @@
 
 #include "atom.h"
 #include "comm.h"
+#include "compute.h"
 #include "error.h"
 #include "force.h"
 #include "memory.h"
@@ -12,7 +13,6 @@
 #include "neighbor.h"
 #include "update.h"
 
-#include "compute_qnn_deviation.h"
 #include "modify.h"
 #include "qnn_common.h"
 
@@ -121,6 +121,7 @@ void PairQNN::settings(int narg, char **arg)
 
   impl = new QNNImpl;
   impl->model = std::move(model);
+  impl->model_file = model_path;
   impl->mode_name = qnn::to_string(mode);
   std::string failure, summary;
   try {
@@ -332,11 +333,11 @@ void PairQNN::compute(int eflag, int vflag)
 
   // compute qnn/deviation instances that evaluate on this step (they need per-atom energies).
   const bigint step = update->ntimestep;
-  std::vector<ComputeQNNDeviation *> observers;
+  std::vector<QNNObserver *> observers;
   for (Compute *c : modify->get_compute_list())
     if (c && strcmp(c->style, "qnn/deviation") == 0) {
-      auto *dev = dynamic_cast<ComputeQNNDeviation *>(c);
-      if (dev && dev->wants_step(step)) observers.push_back(dev);
+      auto *obs = dynamic_cast<QNNObserver *>(c);
+      if (obs && obs->wants_step(step)) observers.push_back(obs);
     }
 
   qnn::EvalOptions opt;
@@ -379,7 +380,7 @@ void PairQNN::compute(int eflag, int vflag)
   }
 
   // Collective on all ranks (every rank runs the pair style on the same steps).
-  for (ComputeQNNDeviation *dev : observers) dev->observe(*this);
+  for (QNNObserver *obs : observers) obs->observe(*impl);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -411,6 +412,15 @@ void PairQNN::unpack_reverse_comm(int n, int *list_, double *buf)
       for (int k = 0; k < 6; k++) vatom[j][k] += buf[m++];
   }
 }
+
+void *PairQNN::extract(const char *name, int &dim)
+{
+  dim = 0;
+  if (strcmp(name, qnn_plugin::kStateName) == 0) return impl;
+  return nullptr;
+}
+
+/* ---------------------------------------------------------------------- */
 
 double PairQNN::memory_usage()
 {

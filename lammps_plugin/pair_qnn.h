@@ -32,13 +32,9 @@ class PairQNN : public Pair {
   int pack_reverse_comm(int, int, double *) override;
   void unpack_reverse_comm(int, int *, double *) override;
   double memory_usage() override;
-
-  // For compute qnn/deviation (the plugin's own observers): the model, evaluator, graph and
-  // unfolded results of the last compute(). nullptr before pair_style qnn has been read.
-  const struct QNNImpl *state() const { return impl; }
-  const std::string &model_file() const { return model_path; }
-  // LAMMPS type -> model species (-1: NULL), after pair_coeff.
-  const std::vector<int> &type_map() const { return type2species; }
+  // "qnn/state": the QNNImpl (qnn_common.h) of the last compute(), for compute qnn/deviation;
+  // nullptr before pair_style qnn has read a model.
+  void *extract(const char *, int &) override;
 
  protected:
   struct QNNImpl *impl;            // core model, engine and graph buffers (no qnn headers here)

@@ -5,13 +5,23 @@
 
 #include "comm.h"
 #include "error.h"
+#include "force.h"
 #include "lammps.h"
+#include "pair.h"
 
 #include "qnn/error.hpp"
 
 #include <mpi.h>
 
 using namespace LAMMPS_NS;
+
+const QNNImpl *qnn_plugin::pair_state(LAMMPS *lmp)
+{
+  Pair *pair = lmp->force->pair_match("qnn", 1, 0);
+  if (!pair) return nullptr;
+  int dim = 0;
+  return static_cast<const QNNImpl *>(pair->extract(kStateName, dim));
+}
 
 qnn::Model qnn_plugin::read_model_all_ranks(LAMMPS *lmp, const std::string &path,
                                             const std::string &who)

@@ -1,6 +1,8 @@
 /* -*- c++ -*- ----------------------------------------------------------
    Shared glue of the qnn LAMMPS plugin: the pair style's per-step state (visible to
-   compute qnn/deviation) and the read-on-rank-0-and-broadcast model reader. Includes the qnn core headers, so only the
+   compute qnn/deviation through Pair::extract("qnn/state")), the observer interface the pair
+   calls after each evaluation, and the read-on-rank-0-and-broadcast model reader. The pair
+   style and the compute include this header, never each other's. Includes the qnn core headers, so only the
    plugin's .cpp files include it (pair_qnn.h stays free of them). See docs/lammps.md.
 ------------------------------------------------------------------------- */
 #ifndef LMP_QNN_COMMON_H
@@ -8,10 +10,10 @@
 
 #include "lmptype.h"
 
-#include "qnn/engine.hpp"
-#include "qnn/evaluator.hpp"
-#include "qnn/graph.hpp"
-#include "qnn/model.hpp"
+#include "qnn/engine/exact_engine.hpp"
+#include "qnn/engine/evaluator.hpp"
+#include "qnn/graph/graph.hpp"
+#include "qnn/format/model.hpp"
 
 #include <memory>
 #include <string>
@@ -24,6 +26,7 @@ class LAMMPS;
 // The pair style's core objects and the buffers of its last evaluation, reused across steps.
 struct QNNImpl {
   qnn::Model model;
+  std::string model_file;                       // as given to pair_style
   std::string mode_name;                        // as given to / chosen by pair_style
   std::unique_ptr<qnn::Evaluator> evaluator;
   qnn::NeighborGraph graph;                     // graph of the last compute()
@@ -38,7 +41,25 @@ struct QNNImpl {
   int topology_inum = -1;
 };
 
+// An observer of pair_style qnn's evaluations (compute qnn/deviation). PairQNN::compute()
+// finds the computes of style qnn/deviation, asks each whether it evaluates on this step and,
+// right after its own evaluation, calls observe() on every rank (collective).
+class QNNObserver {
+ public:
+  virtual bool wants_step(bigint step) const = 0;
+  virtual void observe(const QNNImpl &state) = 0;
+
+ protected:
+  ~QNNObserver() = default;    // not deleted through this interface (LAMMPS owns computes)
+};
+
 namespace qnn_plugin {
+
+  // Pair::extract name under which pair_style qnn exposes its QNNImpl.
+  inline constexpr const char *kStateName = "qnn/state";
+  // The state of the active pair_style qnn (alone or the one qnn sub-style of hybrid):
+  // nullptr if there is none, or before it has read a model.
+  const QNNImpl *pair_state(LAMMPS *lmp);
 
   // Execution modes are the core's (qnn::parse_mode, qnn::make_evaluator): fp32,
   // weight-only, int8, mixed, and fp64 (the float network in double, for references/tests).

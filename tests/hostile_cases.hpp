@@ -12,7 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "qnn/model.hpp"
+#include "qnn/format/model.hpp"
 #include "qnn_file_util.hpp"
 #include "test_plugin_util.hpp"
 #include "test_util.hpp"

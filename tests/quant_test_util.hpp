@@ -9,8 +9,8 @@
 #include <tuple>
 #include <vector>
 
-#include "qnn/engine.hpp"
-#include "qnn/model.hpp"
+#include "qnn/engine/exact_engine.hpp"
+#include "qnn/format/model.hpp"
 #include "qnn/quant/calibration_forward.hpp"
 
 namespace qnn::test {

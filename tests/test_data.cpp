@@ -1,4 +1,4 @@
-// The DeePMD npy reader (src/qnn/data.hpp) on the shipped water data, on synthetic systems
+// The DeePMD npy reader (src/qnn/data/data.hpp) on the shipped water data, on synthetic systems
 // written with xt::dump_npy (float32 and float64), and on every malformed case it must report.
 #include <gtest/gtest.h>
 
@@ -16,7 +16,7 @@
 #include <xtensor/xarray.hpp>
 #include <xtensor/xnpy.hpp>
 
-#include "qnn/data.hpp"
+#include "qnn/data/data.hpp"
 #include "qnn/error.hpp"
 #include "test_util.hpp"
 

@@ -18,10 +18,10 @@
 #include <xtensor/xarray.hpp>
 #include <xtensor/xnpy.hpp>
 
-#include "qnn/engine.hpp"
+#include "qnn/engine/exact_engine.hpp"
 #include "qnn/error.hpp"
-#include "qnn/graph.hpp"
-#include "qnn/model.hpp"
+#include "qnn/graph/graph.hpp"
+#include "qnn/format/model.hpp"
 #include "test_util.hpp"
 
 namespace {

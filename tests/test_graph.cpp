@@ -7,7 +7,7 @@
 #include <random>
 
 #include "qnn/error.hpp"
-#include "qnn/graph.hpp"
+#include "qnn/graph/graph.hpp"
 
 namespace {
 

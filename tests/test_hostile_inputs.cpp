@@ -22,7 +22,7 @@
 
 #include "hostile_cases.hpp"
 #include "qnn/error.hpp"
-#include "qnn/model.hpp"
+#include "qnn/format/model.hpp"
 #include "test_util.hpp"
 
 namespace fs = std::filesystem;

@@ -10,12 +10,12 @@
 #include <functional>
 #include <string>
 
-#include "qnn/engine.hpp"
+#include "qnn/engine/exact_engine.hpp"
 #include "qnn/engine/compressed_engine.hpp"
 #include "qnn/error.hpp"
-#include "qnn/graph.hpp"
+#include "qnn/graph/graph.hpp"
 #include "qnn/import/deepmd.hpp"
-#include "qnn/model.hpp"
+#include "qnn/format/model.hpp"
 #include "test_util.hpp"
 
 namespace qnn {

@@ -1,4 +1,4 @@
-// Integer GEMM paths (src/qnn/int_gemm.hpp) against the one reference, bit-exact: random
+// Integer GEMM paths (src/qnn/kernels/int_gemm.hpp) against the one reference, bit-exact: random
 // inputs, awkward sizes, saturating values, the requantization epilogue over the whole
 // int32 range. Each test body runs on every ISA path; paths this CPU lacks are skipped.
 #include <gtest/gtest.h>
@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "qnn/error.hpp"
-#include "qnn/int_gemm.hpp"
+#include "qnn/kernels/int_gemm.hpp"
 
 namespace qnn::igemm {
 // gtest prints test parameters through PrintTo, found by argument-dependent lookup.

@@ -6,8 +6,8 @@
 #include <Kokkos_Core.hpp>
 #include <cstdlib>
 
-#include "qnn/engine.hpp"
-#include "qnn/graph.hpp"
+#include "qnn/engine/exact_engine.hpp"
+#include "qnn/graph/graph.hpp"
 #include "test_util.hpp"
 
 TEST(Kokkos, OpenMPRunsWithTheRequestedThreads) {

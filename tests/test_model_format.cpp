@@ -9,7 +9,7 @@
 #include <iterator>
 
 #include "qnn/error.hpp"
-#include "qnn/model.hpp"
+#include "qnn/format/model.hpp"
 #include "test_util.hpp"
 
 using qnn::Model;

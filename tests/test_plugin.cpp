@@ -14,9 +14,9 @@
 #include <string>
 
 #include "lammps_util.hpp"
-#include "qnn/engine.hpp"
-#include "qnn/graph.hpp"
-#include "qnn/model.hpp"
+#include "qnn/engine/exact_engine.hpp"
+#include "qnn/graph/graph.hpp"
+#include "qnn/format/model.hpp"
 #include "test_util.hpp"
 
 namespace {

@@ -15,7 +15,7 @@
 
 #include "hostile_cases.hpp"
 #include "lammps_util.hpp"
-#include "qnn/model.hpp"
+#include "qnn/format/model.hpp"
 #include "test_util.hpp"
 
 namespace {

@@ -14,7 +14,7 @@
 
 #include "lammps_util.hpp"
 #include "qnn/import/deepmd.hpp"
-#include "qnn/model.hpp"
+#include "qnn/format/model.hpp"
 
 namespace {
 

@@ -13,10 +13,10 @@
 #include <vector>
 
 #include "lammps_util.hpp"
-#include "qnn/engine.hpp"
-#include "qnn/evaluator.hpp"
-#include "qnn/graph.hpp"
-#include "qnn/model.hpp"
+#include "qnn/engine/exact_engine.hpp"
+#include "qnn/engine/evaluator.hpp"
+#include "qnn/graph/graph.hpp"
+#include "qnn/format/model.hpp"
 #include "quant_test_util.hpp"
 #include "test_plugin_util.hpp"
 #include "test_util.hpp"

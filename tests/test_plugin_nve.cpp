@@ -24,7 +24,7 @@
 #include <string>
 
 #include "lammps_util.hpp"
-#include "qnn/model.hpp"
+#include "qnn/format/model.hpp"
 #include "test_plugin_util.hpp"
 
 namespace {

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "qnn/model.hpp"
+#include "qnn/format/model.hpp"
 
 namespace qnn::test {
 

@@ -18,12 +18,12 @@
 #include <xtensor/xarray.hpp>
 #include <xtensor/xnpy.hpp>
 
-#include "qnn/data.hpp"
-#include "qnn/engine.hpp"
+#include "qnn/data/data.hpp"
+#include "qnn/engine/exact_engine.hpp"
 #include "qnn/error.hpp"
-#include "qnn/evaluator.hpp"
-#include "qnn/graph.hpp"
-#include "qnn/model.hpp"
+#include "qnn/engine/evaluator.hpp"
+#include "qnn/graph/graph.hpp"
+#include "qnn/format/model.hpp"
 #include "test_util.hpp"
 #include "water_subset.hpp"
 #include "torch/qat.hpp"

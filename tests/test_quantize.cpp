@@ -10,12 +10,12 @@
 #include <string>
 #include <vector>
 
-#include "qnn/engine.hpp"
+#include "qnn/engine/exact_engine.hpp"
 #include "qnn/error.hpp"
-#include "qnn/evaluator.hpp"
-#include "qnn/model.hpp"
-#include "qnn/observer.hpp"
-#include "qnn/quantize.hpp"
+#include "qnn/engine/evaluator.hpp"
+#include "qnn/format/model.hpp"
+#include "qnn/quant/observer.hpp"
+#include "qnn/quant/quantize.hpp"
 #include "qnn/quant/calibration_forward.hpp"
 #include "test_util.hpp"
 

@@ -1,4 +1,4 @@
-// The short-range ZBL repulsion of a model (src/qnn/repulsion.hpp, docs/model.md
+// The short-range ZBL repulsion of a model (src/qnn/engine/repulsion.hpp, docs/model.md
 // "Short-range repulsion"): its switching, forces and virial as derivatives of its energy,
 // determinism, the file format and its refusals. The comparison with LAMMPS's own
 // pair_style zbl is tests/test_plugin.cpp, BuiltInRepulsionEqualsLammpsZblOverlay.
@@ -10,10 +10,10 @@
 #include <random>
 
 #include "qnn/error.hpp"
-#include "qnn/evaluator.hpp"
-#include "qnn/graph.hpp"
-#include "qnn/model.hpp"
-#include "qnn/repulsion.hpp"
+#include "qnn/engine/evaluator.hpp"
+#include "qnn/graph/graph.hpp"
+#include "qnn/format/model.hpp"
+#include "qnn/engine/repulsion.hpp"
 #include "test_util.hpp"
 
 namespace qnn {

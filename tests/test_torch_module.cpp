@@ -12,10 +12,10 @@
 #include <string>
 #include <vector>
 
-#include "qnn/data.hpp"
-#include "qnn/engine.hpp"
-#include "qnn/graph.hpp"
-#include "qnn/model.hpp"
+#include "qnn/data/data.hpp"
+#include "qnn/engine/exact_engine.hpp"
+#include "qnn/graph/graph.hpp"
+#include "qnn/format/model.hpp"
 #include "test_util.hpp"
 #include "torch/se2a_module.hpp"
 

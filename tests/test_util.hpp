@@ -10,7 +10,7 @@
 
 #include <unistd.h>
 
-#include "qnn/model.hpp"
+#include "qnn/format/model.hpp"
 
 namespace qnn::test {
 

@@ -9,7 +9,7 @@
 #include <xtensor/xadapt.hpp>
 #include <xtensor/xnpy.hpp>
 
-#include "qnn/data.hpp"
+#include "qnn/data/data.hpp"
 #include "test_util.hpp"
 
 namespace qnn::test {

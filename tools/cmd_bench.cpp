@@ -20,10 +20,10 @@
 #include <CLI/CLI.hpp>
 
 #include "commands.hpp"
-#include "qnn/data.hpp"
+#include "qnn/data/data.hpp"
 #include "qnn/error.hpp"
-#include "qnn/evaluator.hpp"
-#include "qnn/int_gemm.hpp"
+#include "qnn/engine/evaluator.hpp"
+#include "qnn/kernels/int_gemm.hpp"
 #ifdef QNN_HAVE_TORCH
 #include <torch/torch.h>
 

@@ -18,11 +18,11 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
-#include "qnn/data.hpp"
-#include "qnn/engine.hpp"
+#include "qnn/data/data.hpp"
+#include "qnn/engine/exact_engine.hpp"
 #include "qnn/error.hpp"
-#include "qnn/evaluator.hpp"
-#include "qnn/model.hpp"
+#include "qnn/engine/evaluator.hpp"
+#include "qnn/format/model.hpp"
 
 namespace qnn::cli {
 namespace {

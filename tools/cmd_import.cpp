@@ -7,7 +7,7 @@
 
 #include "commands.hpp"
 #include "qnn/import/deepmd.hpp"
-#include "qnn/model.hpp"
+#include "qnn/format/model.hpp"
 
 namespace qnn::cli {
 

@@ -4,7 +4,7 @@
 #include <string>
 
 #include "commands.hpp"
-#include "qnn/model.hpp"
+#include "qnn/format/model.hpp"
 
 namespace qnn::cli {
 

@@ -15,11 +15,11 @@
 #include <vector>
 
 #include "commands.hpp"
-#include "qnn/engine.hpp"
+#include "qnn/engine/exact_engine.hpp"
 #include "qnn/error.hpp"
-#include "qnn/evaluator.hpp"
-#include "qnn/model.hpp"
-#include "qnn/quantize.hpp"
+#include "qnn/engine/evaluator.hpp"
+#include "qnn/format/model.hpp"
+#include "qnn/quant/quantize.hpp"
 
 namespace qnn::cli {
 namespace {

@@ -9,7 +9,7 @@
 
 #include "commands.hpp"
 #include "qnn/error.hpp"
-#include "qnn/model.hpp"
+#include "qnn/format/model.hpp"
 
 namespace qnn::cli {
 namespace {

@@ -14,10 +14,10 @@
 #include <unistd.h>
 
 #include "commands.hpp"
-#include "qnn/engine.hpp"
+#include "qnn/engine/exact_engine.hpp"
 #include "qnn/error.hpp"
-#include "qnn/model.hpp"
-#include "qnn/quantize.hpp"
+#include "qnn/format/model.hpp"
+#include "qnn/quant/quantize.hpp"
 
 #ifndef QNN_SOURCE_DIR
 #define QNN_SOURCE_DIR ""

@@ -12,8 +12,8 @@
 
 #include <torch/torch.h>
 
-#include "qnn/graph.hpp"
-#include "qnn/model.hpp"
+#include "qnn/graph/graph.hpp"
+#include "qnn/format/model.hpp"
 
 namespace qnn::libtorch {
 

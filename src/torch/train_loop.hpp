@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
-#include "qnn/model.hpp"
+#include "qnn/format/model.hpp"
 #include "torch/config_section.hpp"
 #include "torch/se2a_module.hpp"
 #include "torch/trainer.hpp"

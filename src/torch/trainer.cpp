@@ -20,7 +20,7 @@
 #include <set>
 #include <sstream>
 
-#include "qnn/data.hpp"
+#include "qnn/data/data.hpp"
 #include "qnn/error.hpp"
 #include "torch/config_section.hpp"
 #include "torch/se2a_module.hpp"

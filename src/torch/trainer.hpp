@@ -10,7 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "qnn/model.hpp"
+#include "qnn/format/model.hpp"
 
 namespace qnn::libtorch {
 

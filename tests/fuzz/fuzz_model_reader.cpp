@@ -18,7 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "qnn/error.hpp"
-#include "qnn/model.hpp"
+#include "qnn/format/model.hpp"
 #include "qnn_file_util.hpp"
 
 extern "C" size_t LLVMFuzzerMutate(uint8_t* data, size_t size, size_t max_size);

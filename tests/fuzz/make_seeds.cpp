@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <string>
 
-#include "qnn/model.hpp"
+#include "qnn/format/model.hpp"
 #include "test_plugin_util.hpp"
 #include "test_util.hpp"
 

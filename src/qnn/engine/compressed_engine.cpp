@@ -1,19 +1,27 @@
 // Engine v2 driver: packs the model (table, fitting layers in fp32 and int8), splits the
 // centres into blocks of one species, runs the block kernel on the host execution space
 // (Kokkos team policy, per-thread scratch) and converts the fixed-point sums to results.
+//
+// Data: everything the block kernel reads (table coefficients, statistics, fitting weights in
+// fp32 and int8, scales) and every per-call buffer (centre order, blocks, fixed-point sums) lives
+// in Kokkos Views in the memory space `Mem`, each with a label; the kernels get raw pointers
+// into them through the plain-data structs of kernels/block_kernel.hpp. The kernels are labelled
+// ("qnn:v2_block", "qnn:v2_unpack_*"). Only the API subset that Kokkos 3.4 and 4.x share is used,
+// so a device memory space can take over by changing `Mem` and the execution space.
 #include "qnn/engine/compressed_engine.hpp"
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <sstream>
 
 #include <Kokkos_Core.hpp>
 
-#include "qnn/engine/block_kernel.hpp"
+#include "qnn/kernels/block_kernel.hpp"
 #include "qnn/error.hpp"
-#include "qnn/int_gemm.hpp"
+#include "qnn/kernels/int_gemm.hpp"
 #include "qnn/quant/layer_exec.hpp"
 
 namespace qnn {
@@ -22,6 +30,28 @@ using v2::FitLayer;
 using v2::FitNet;
 using v2::pad_cols;
 
+namespace {
+using Mem = Kokkos::HostSpace;
+template <class T>
+using View1 = Kokkos::View<T*, Mem>;
+
+// A zero-initialised View of n elements.
+template <class T>
+View1<T> make_view(const char* label, std::size_t n) {
+  return View1<T>(std::string(label), n);
+}
+// Grows v to at least n elements (contents not kept), then zeroes the first n.
+template <class T>
+void ensure_zeroed(View1<T>& v, const char* label, std::size_t n) {
+  if (v.extent(0) < n) v = View1<T>(Kokkos::view_alloc(std::string(label), Kokkos::WithoutInitializing), n);
+  if (n > 0) Kokkos::deep_copy(Kokkos::subview(v, std::make_pair(std::size_t(0), n)), T(0));
+}
+template <class T>
+void ensure_size(View1<T>& v, const char* label, std::size_t n) {
+  if (v.extent(0) < n) v = View1<T>(Kokkos::view_alloc(std::string(label), Kokkos::WithoutInitializing), n);
+}
+}  // namespace
+
 struct CompressedEngine::Impl {
   Model model;
   CompressedOptions opt;
@@ -29,30 +59,31 @@ struct CompressedEngine::Impl {
   EmbeddingTable table;
   // packed fitting layers
   struct Layer {
-    std::vector<float, AlignedAllocator<float>> w, wt, b, dt, zscale, wscale;
-    std::vector<std::int8_t> wq;
+    View1<float> w, wt, b, dt, zscale, wscale;
+    View1<std::int8_t> wq;
     igemm::PackedB pk, pkt;
     bool int8 = false;
     bool fake_quant = false;
   };
   std::vector<std::vector<Layer>> layers;            // [species][hidden layer]
-  std::vector<std::vector<FitLayer>> klayers;        // kernel view
-  std::vector<std::vector<float, AlignedAllocator<float>>> w_out;
-  std::vector<FitNet> nets;
-  std::vector<v2::TableZone> zones;
-  std::vector<double> inv_std_s, inv_std_r;
-  std::vector<int> sel;                // env_mat "deepmd": slots per neighbour species
-  std::vector<std::int64_t> pad64;     // env_mat "deepmd": (S*S, m1p) empty-slot term
+  std::vector<View1<FitLayer>> klayers;  // [species]: what the kernel reads per layer
+  std::vector<View1<float>> w_out;        // [species]
+  View1<FitNet> nets;                     // (S)
+  View1<float> coef;                      // the table's coefficients (EmbeddingTable layout)
+  View1<v2::TableZone> zones;             // (S)
+  View1<double> mean_s, inv_std_s, inv_std_r;  // (S*S)
+  View1<int> sel;                   // env_mat "deepmd": slots per neighbour species
+  View1<std::int64_t> pad64;        // env_mat "deepmd": (S*S, m1p) empty-slot term
   v2::ModelArgs margs;
   v2::BlockFn block = nullptr;
   std::string kernel_name;
   std::vector<std::string> layer_labels;  // per species
   // per-call buffers (grow only)
-  std::vector<int> order;                          // centres grouped by species
-  std::vector<std::pair<int, int>> blocks;         // (start in order, count)
-  std::vector<int> block_species;
-  std::vector<v2::BlockResult> results;
-  std::vector<std::int64_t> fq, vq, eq;
+  View1<int> order;                                // centres grouped by species
+  View1<int> block_start, block_count, block_species;
+  int nblocks = 0;
+  View1<v2::BlockResult> results;
+  View1<std::int64_t> fq, vq, eq;
   std::size_t scratch = 0;
 };
 
@@ -60,7 +91,7 @@ namespace {
 
 template <class Space>
 void run_blocks(CompressedEngine::Impl& I, const v2::GraphArgs& g, const v2::OutArgs& o) {
-  const int nb = static_cast<int>(I.blocks.size());
+  const int nb = I.nblocks;
   if (nb == 0) return;
   const std::size_t bytes = I.scratch;
   using Policy = Kokkos::TeamPolicy<Space>;
@@ -70,16 +101,35 @@ void run_blocks(CompressedEngine::Impl& I, const v2::GraphArgs& g, const v2::Out
   const v2::ModelArgs& m = I.margs;
   const v2::BlockFn fn = I.block;
   const int* order = I.order.data();
-  const std::pair<int, int>* blocks = I.blocks.data();
+  const int* bstart = I.block_start.data();
+  const int* bcount = I.block_count.data();
   const int* bsp = I.block_species.data();
   v2::BlockResult* res = I.results.data();
   Kokkos::parallel_for(
-      "qnn:v2_block", pol, [&, order, blocks, bsp, res, fn, bytes](const Member& team) {
+      "qnn:v2_block", pol, [&, order, bstart, bcount, bsp, res, fn, bytes](const Member& team) {
         const int b = team.league_rank();
         void* scratch = team.team_scratch(1).get_shmem(bytes);
-        fn(m, g, o, order + blocks[b].first, blocks[b].second, bsp[b], scratch, res[b]);
+        fn(m, g, o, order + bstart[b], bcount[b], bsp[b], scratch, res[b]);
       });
   Kokkos::fence();
+}
+
+// Fixed-point sums to doubles (element-wise, so the result does not depend on the threads).
+template <class Space>
+void unpack(const View1<std::int64_t>& q, std::size_t n, double grid, double* out, const char* label) {
+  const std::int64_t* src = q.data();
+  Kokkos::parallel_for(label, Kokkos::RangePolicy<Space>(0, n),
+                       [=](const std::size_t k) { out[k] = static_cast<double>(src[k]) * grid; });
+}
+
+template <class Space>
+std::int64_t sum_energy(const View1<std::int64_t>& eq, int n) {
+  std::int64_t esum = 0;  // integer sum: associative, so any reduction order gives the same
+  const std::int64_t* e = eq.data();
+  Kokkos::parallel_reduce(
+      "qnn:v2_energy_sum", Kokkos::RangePolicy<Space>(0, n),
+      [=](const int i, std::int64_t& acc) { acc += e[i]; }, esum);
+  return esum;
 }
 
 }  // namespace
@@ -116,27 +166,36 @@ CompressedEngine::CompressedEngine(const Model& model, const CompressedOptions& 
   A.rc = m.rcut;
   A.rs = m.rcut_smth;
   A.inv_nc = 1.0 / m.neighbor_norm;
-  I.inv_std_s.resize(SS);
-  I.inv_std_r.resize(SS);
+  I.mean_s = make_view<double>("qnn:v2_mean_s", SS);
+  I.inv_std_s = make_view<double>("qnn:v2_inv_std_s", SS);
+  I.inv_std_r = make_view<double>("qnn:v2_inv_std_r", SS);
   double max_inv = 0.0;
   for (std::size_t p = 0; p < SS; ++p) {
     if (!(m.std_s[p] > 0.0) || !(m.std_r[p] > 0.0))
       throw Error("model: std_s and std_r must be positive");
-    I.inv_std_s[p] = 1.0 / m.std_s[p];
-    I.inv_std_r[p] = 1.0 / m.std_r[p];
-    max_inv = std::max({max_inv, I.inv_std_s[p], I.inv_std_r[p]});
+    I.mean_s(p) = m.mean_s[p];
+    I.inv_std_s(p) = 1.0 / m.std_s[p];
+    I.inv_std_r(p) = 1.0 / m.std_r[p];
+    max_inv = std::max({max_inv, I.inv_std_s(p), I.inv_std_r(p)});
   }
-  A.mean_s = m.mean_s.data();
+  A.mean_s = I.mean_s.data();
   A.inv_std_s = I.inv_std_s.data();
   A.inv_std_r = I.inv_std_r.data();
-  I.zones.resize(S);
+  I.zones = make_view<v2::TableZone>("qnn:v2_table_zones", S);
   for (int a = 0; a < S; ++a) {
     const auto z = I.table.zones(a);
-    I.zones[a] = {z.lo, z.inv_h1, z.mid, z.inv_h2, z.n1, z.n2};
+    I.zones(a) = {z.lo, z.inv_h1, z.mid, z.inv_h2, z.n1, z.n2};
   }
   A.zones = I.zones.data();
-  A.coef = I.table.coefficients(0, 0);
-  A.coef_centre_stride = m.type_one_side ? 0 : static_cast<std::size_t>(I.table.coefficients(S, 0) - A.coef);
+  {
+    const std::size_t ncoef = static_cast<std::size_t>(I.table.ntables()) * I.table.intervals() * 6 * A.m1p;
+    I.coef = make_view<float>("qnn:v2_table_coefficients", ncoef);
+    std::memcpy(I.coef.data(), I.table.coefficients(0, 0), ncoef * sizeof(float));
+    if (reinterpret_cast<std::uintptr_t>(I.coef.data()) % 64 != 0)
+      throw Error("engine: the table's View is not 64-byte aligned");
+  }
+  A.coef = I.coef.data();
+  A.coef_centre_stride = m.type_one_side ? 0 : static_cast<std::size_t>(I.table.coefficients(S, 0) - I.table.coefficients(0, 0));
   A.s_fast = switched_inverse(opt.table.r_fine, m.rcut_smth, m.rcut);
   // Fixed-point scale of the descriptor terms: every fast-path |G·R̂| stays below 2^27 units
   // (with env_mat "deepmd" R̂₀ = ŝ = (s − mean_s)/std_s).
@@ -152,19 +211,20 @@ CompressedEngine::CompressedEngine(const Model& model, const CompressedOptions& 
     // The empty-slot term of every (centre, neighbour) pair from the table itself, so that a
     // neighbour leaving the cutoff (ŝ → ŝ₀) and the slot it frees add the same amount.
     if (m.sel.size() != static_cast<std::size_t>(S)) throw Error("model: env_mat 'deepmd' needs sel for every species");
-    I.sel = m.sel;
+    I.sel = make_view<int>("qnn:v2_sel", S);
+    for (int a = 0; a < S; ++a) I.sel(a) = m.sel[a];
     const int P = A.m1p;
-    I.pad64.assign(SS * static_cast<std::size_t>(P), 0);
+    I.pad64 = make_view<std::int64_t>("qnn:v2_empty_slot_terms", SS * static_cast<std::size_t>(P));
     std::vector<double> g(static_cast<std::size_t>(P)), dg(static_cast<std::size_t>(P));
     for (int c = 0; c < S; ++c)
       for (int a = 0; a < S; ++a) {
         const std::size_t p = static_cast<std::size_t>(c) * S + a;
-        const double s0 = -m.mean_s[p] * I.inv_std_s[p];
+        const double s0 = -m.mean_s[p] * I.inv_std_s(p);
         I.table.evaluate(m.embed_index(c, a), s0, g.data(), dg.data());
         for (int k = 0; k < A.m1; ++k) {
           const double v = std::trunc(g[static_cast<std::size_t>(k)] * s0 * A.t_scale);
           if (!(std::abs(v) < 0x1p40)) throw Error("model: the empty-slot term of env_mat 'deepmd' is out of range");
-          I.pad64[p * P + static_cast<std::size_t>(k)] = static_cast<std::int64_t>(v);
+          I.pad64(p * P + static_cast<std::size_t>(k)) = static_cast<std::int64_t>(v);
         }
       }
     A.sel = I.sel.data();
@@ -175,7 +235,7 @@ CompressedEngine::CompressedEngine(const Model& model, const CompressedOptions& 
   I.layers.resize(S);
   I.klayers.resize(S);
   I.w_out.resize(S);
-  I.nets.resize(S);
+  I.nets = make_view<FitNet>("qnn:v2_fit_nets", S);
   I.layer_labels.assign(S, "");
   A.max_width_p = A.k0_p;
   A.max_out_p = v2::kColPad;
@@ -207,19 +267,19 @@ CompressedEngine::CompressedEngine(const Model& model, const CompressedOptions& 
       const int inp = pad_cols(d.in), outp = pad_cols(d.out);
       A.max_width_p = std::max({A.max_width_p, inp, outp});
       A.max_out_p = std::max(A.max_out_p, outp);
-      P.w.assign(std::size_t(d.in) * outp, 0.0f);
-      P.wt.assign(std::size_t(d.out) * inp, 0.0f);
+      P.w = make_view<float>("qnn:v2_fit_w", std::size_t(d.in) * outp);
+      P.wt = make_view<float>("qnn:v2_fit_wt", std::size_t(d.out) * inp);
       for (int k = 0; k < d.in; ++k)
         for (int o = 0; o < d.out; ++o) {
           const float w = static_cast<float>(d.weight[std::size_t(k) * d.out + o]);
-          P.w[std::size_t(k) * outp + o] = w;
-          P.wt[std::size_t(o) * inp + k] = w;
+          P.w(std::size_t(k) * outp + o) = w;
+          P.wt(std::size_t(o) * inp + k) = w;
         }
-      P.b.assign(outp, 0.0f);
-      for (int o = 0; o < d.out; ++o) P.b[o] = static_cast<float>(d.bias[o]);
+      P.b = make_view<float>("qnn:v2_fit_b", outp);
+      for (int o = 0; o < d.out; ++o) P.b(o) = static_cast<float>(d.bias[o]);
       if (d.residual == Residual::Timestep) {
-        P.dt.assign(outp, 0.0f);
-        for (int o = 0; o < d.out; ++o) P.dt[o] = static_cast<float>(d.dt[o]);
+        P.dt = make_view<float>("qnn:v2_fit_dt", outp);
+        for (int o = 0; o < d.out; ++o) P.dt(o) = static_cast<float>(d.dt[o]);
       }
       // int8 execution of this layer?
       bool int8 = false, integer = false;
@@ -240,22 +300,22 @@ CompressedEngine::CompressedEngine(const Model& model, const CompressedOptions& 
         const QuantSpec& q = d.quant;
         if (!(q.act_scale > 0.0f) || !std::isfinite(q.act_scale))
           throw Error("model: " + name + ": activation scale must be positive and finite");
-        P.zscale.assign(outp, 0.0f);
-        P.wscale.assign(outp, 0.0f);
-        P.wq.resize(std::size_t(d.in) * d.out);
+        P.zscale = make_view<float>("qnn:v2_fit_zscale", outp);
+        P.wscale = make_view<float>("qnn:v2_fit_wscale", outp);
+        P.wq = make_view<std::int8_t>("qnn:v2_fit_wq", std::size_t(d.in) * d.out);
         for (int o = 0; o < d.out; ++o) {
           const double sw = q.weight_scale.size() == 1 ? q.weight_scale[0] : q.weight_scale.at(o);
           if (!(sw > 0.0) || !std::isfinite(sw))
             throw Error("model: " + name + ": weight scales must be positive and finite");
-          P.wscale[o] = static_cast<float>(sw);
-          P.zscale[o] = static_cast<float>(static_cast<double>(q.act_scale) * sw);
+          P.wscale(o) = static_cast<float>(sw);
+          P.zscale(o) = static_cast<float>(static_cast<double>(q.act_scale) * sw);
         }
         for (std::size_t k = 0; k < d.weight.size(); ++k) {
-          const double sw = P.wscale[k % d.out];
+          const double sw = P.wscale(k % d.out);
           const double v = std::round(d.weight[k] / sw);
           if (std::abs(v) > 127.0 || std::abs(d.weight[k] - v * sw) > 1e-6 * sw)
             throw Error("model: " + name + ": weights are not 8-bit multiples of their scales");
-          P.wq[k] = static_cast<std::int8_t>(v);
+          P.wq(k) = static_cast<std::int8_t>(v);
         }
         P.pk = igemm::PackedB(P.wq.data(), d.in, d.out, d.out, igemm::BLayout::kKN);
         P.pkt = igemm::PackedB(P.wq.data(), d.out, d.in, d.out, igemm::BLayout::kNK);
@@ -267,19 +327,19 @@ CompressedEngine::CompressedEngine(const Model& model, const CompressedOptions& 
     }
     if (last.in != prev || last.weight.size() != std::size_t(prev) || last.bias.size() != 1)
       throw Error("model: fitting net " + sp + ": output layer has inconsistent shapes");
-    I.w_out[c].assign(pad_cols(prev), 0.0f);
-    for (int k = 0; k < prev; ++k) I.w_out[c][k] = static_cast<float>(last.weight[k]);
+    I.w_out[c] = make_view<float>("qnn:v2_fit_w_out", pad_cols(prev));
+    for (int k = 0; k < prev; ++k) I.w_out[c](k) = static_cast<float>(last.weight[k]);
     I.layer_labels[c] += std::string(nh ? " " : "") + "fp64-out";
   }
   // kernel views (after every vector has its final address)
   for (int c = 0; c < S; ++c) {
     const auto& Ls = m.fit[c].layers;
     const int nh = static_cast<int>(I.layers[c].size());
-    I.klayers[c].resize(nh);
+    I.klayers[c] = make_view<FitLayer>("qnn:v2_fit_layers", nh);
     for (int l = 0; l < nh; ++l) {
       const DenseLayer& d = Ls[l];
       Impl::Layer& P = I.layers[c][l];
-      FitLayer& K = I.klayers[c][l];
+      FitLayer& K = I.klayers[c](l);
       K.in = d.in;
       K.out = d.out;
       K.in_p = pad_cols(d.in);
@@ -289,7 +349,7 @@ CompressedEngine::CompressedEngine(const Model& model, const CompressedOptions& 
       K.w = P.w.data();
       K.wt = P.wt.data();
       K.b = P.b.data();
-      K.dt = P.dt.empty() ? nullptr : P.dt.data();
+      K.dt = P.dt.extent(0) == 0 ? nullptr : P.dt.data();
       if (P.int8 || P.fake_quant) {
         K.act_scale = d.quant.act_scale;
         K.inv_act_scale = 1.0f / d.quant.act_scale;
@@ -303,7 +363,7 @@ CompressedEngine::CompressedEngine(const Model& model, const CompressedOptions& 
         K.wscale = P.wscale.data();
       }
     }
-    FitNet& N = I.nets[c];
+    FitNet& N = I.nets(c);
     N.nlayers = nh;
     N.layers = I.klayers[c].data();
     N.w_out = I.w_out[c].data();
@@ -350,23 +410,30 @@ void CompressedEngine::compute(const NeighborGraph& g, EvalResult& out, const Ev
   const int nlocal = g.nlocal, ntotal = g.ntotal;
   const int S = I.model.nspecies();
   // centres grouped by species, in graph order within a species; blocks of kBlockAtoms
-  I.order.resize(nlocal);
-  I.blocks.clear();
-  I.block_species.clear();
-  int pos = 0;
+  // (a serial scan on the host: it is a small part of the call)
+  ensure_size(I.order, "qnn:v2_order", std::size_t(nlocal));
+  const std::size_t max_blocks = std::size_t(nlocal) / v2::kBlockAtoms + S;
+  ensure_size(I.block_start, "qnn:v2_block_start", max_blocks);
+  ensure_size(I.block_count, "qnn:v2_block_count", max_blocks);
+  ensure_size(I.block_species, "qnn:v2_block_species", max_blocks);
+  int pos = 0, nb = 0;
   for (int c = 0; c < S; ++c) {
     const int start = pos;
     for (int i = 0; i < nlocal; ++i)
-      if (g.species[i] == c) I.order[pos++] = i;
+      if (g.species[i] == c) I.order(pos++) = i;
     for (int b = start; b < pos; b += v2::kBlockAtoms) {
-      I.blocks.emplace_back(b, std::min(v2::kBlockAtoms, pos - b));
-      I.block_species.push_back(c);
+      I.block_start(nb) = b;
+      I.block_count(nb) = std::min(v2::kBlockAtoms, pos - b);
+      I.block_species(nb) = c;
+      ++nb;
     }
   }
-  I.results.assign(I.blocks.size(), v2::BlockResult{});
-  I.fq.assign(3 * std::size_t(ntotal), 0);
-  I.eq.assign(std::size_t(nlocal), 0);
-  if (opt.atom_virial) I.vq.assign(6 * std::size_t(ntotal), 0);
+  I.nblocks = nb;
+  ensure_size(I.results, "qnn:v2_block_results", std::size_t(nb));
+  for (int b = 0; b < nb; ++b) I.results(b) = v2::BlockResult{};
+  ensure_zeroed(I.fq, "qnn:v2_force_fixed", 3 * std::size_t(ntotal));
+  ensure_zeroed(I.eq, "qnn:v2_energy_fixed", std::size_t(nlocal));
+  if (opt.atom_virial) ensure_zeroed(I.vq, "qnn:v2_virial_fixed", 6 * std::size_t(ntotal));
 
   v2::GraphArgs ga;
   ga.nlocal = nlocal;
@@ -402,7 +469,8 @@ void CompressedEngine::compute(const NeighborGraph& g, EvalResult& out, const Ev
   int bad = 0;
   std::int64_t vir[6] = {0, 0, 0, 0, 0, 0};
   double phase[3] = {0, 0, 0};
-  for (const auto& r : I.results) {
+  for (int b = 0; b < nb; ++b) {
+    const v2::BlockResult& r = I.results(b);
     for (int q = 0; q < 3; ++q) phase[q] += r.phase_s[q];
     rmin = std::min(rmin, r.min_distance);
     bad |= r.bad;
@@ -413,25 +481,27 @@ void CompressedEngine::compute(const NeighborGraph& g, EvalResult& out, const Ev
     throw Error("engine: a force, energy or virial term is not finite or beyond the fixed-point "
                 "range (atoms far too close, or a corrupt model)");
   out.force.resize(3 * std::size_t(ntotal));
-  for (std::size_t q = 0; q < out.force.size(); ++q)
-    out.force[q] = static_cast<double>(I.fq[q]) * kV2ForceGrid;
+  if (opt.atom_energy) out.atom_energy.resize(nlocal); else out.atom_energy.clear();
+  if (opt.atom_virial) out.atom_virial.resize(6 * std::size_t(ntotal)); else out.atom_virial.clear();
   std::int64_t esum = 0;
-  for (int i = 0; i < nlocal; ++i) esum += I.eq[i];
+  auto finish = [&](auto space_tag) {
+    using Space = decltype(space_tag);
+    unpack<Space>(I.fq, out.force.size(), kV2ForceGrid, out.force.data(), "qnn:v2_unpack_forces");
+    if (opt.atom_energy)
+      unpack<Space>(I.eq, std::size_t(nlocal), kV2EnergyGrid, out.atom_energy.data(), "qnn:v2_unpack_energies");
+    if (opt.atom_virial)
+      unpack<Space>(I.vq, out.atom_virial.size(), kV2VirialGrid, out.atom_virial.data(), "qnn:v2_unpack_virials");
+    esum = sum_energy<Space>(I.eq, nlocal);
+    Kokkos::fence();
+  };
+#if defined(KOKKOS_ENABLE_OPENMP)
+  if (!serial) finish(Kokkos::OpenMP());
+#endif
+#if defined(KOKKOS_ENABLE_SERIAL)
+  if (serial) finish(Kokkos::Serial());
+#endif
   out.energy = static_cast<double>(esum) * kV2EnergyGrid;
-  if (opt.atom_energy) {
-    out.atom_energy.resize(nlocal);
-    for (int i = 0; i < nlocal; ++i) out.atom_energy[i] = static_cast<double>(I.eq[i]) * kV2EnergyGrid;
-  } else {
-    out.atom_energy.clear();
-  }
   for (int q = 0; q < 6; ++q) out.virial[q] = static_cast<double>(vir[q]) * kV2VirialGrid;
-  if (opt.atom_virial) {
-    out.atom_virial.resize(6 * std::size_t(ntotal));
-    for (std::size_t q = 0; q < out.atom_virial.size(); ++q)
-      out.atom_virial[q] = static_cast<double>(I.vq[q]) * kV2VirialGrid;
-  } else {
-    out.atom_virial.clear();
-  }
   if (opt.times) {
     // The block kernel fuses the old phases (docs/model.md, "Compressed embedding"): its
     // descriptor forward (geometry, table, T, D) is reported as `embedding`, the fitting net

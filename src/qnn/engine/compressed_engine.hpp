@@ -14,10 +14,10 @@
 #include <string>
 #include <vector>
 
-#include "qnn/engine.hpp"
+#include "qnn/engine/exact_engine.hpp"
 #include "qnn/engine/embedding_table.hpp"
-#include "qnn/graph.hpp"
-#include "qnn/model.hpp"
+#include "qnn/graph/graph.hpp"
+#include "qnn/format/model.hpp"
 
 namespace qnn {
 

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "qnn/kernels/aligned.hpp"
-#include "qnn/model.hpp"
+#include "qnn/format/model.hpp"
 
 namespace qnn {
 

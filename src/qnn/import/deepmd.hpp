@@ -13,7 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "qnn/model.hpp"
+#include "qnn/format/model.hpp"
 
 namespace qnn::deepmd {
 

@@ -4,8 +4,8 @@
 // output G handed to a tap. No gradients, no quantization, no threads: this is the code that
 // observes activation ranges, not an engine.
 #pragma once
-#include "qnn/graph.hpp"
-#include "qnn/model.hpp"
+#include "qnn/graph/graph.hpp"
+#include "qnn/format/model.hpp"
 
 namespace qnn {
 

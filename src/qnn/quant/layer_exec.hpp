@@ -3,7 +3,7 @@
 #pragma once
 #include <string>
 
-#include "qnn/model.hpp"
+#include "qnn/format/model.hpp"
 
 namespace qnn {
 

@@ -1,5 +1,5 @@
 // ZBL short-range repulsion (see repulsion.hpp; docs/model.md, "Short-range repulsion").
-#include "qnn/repulsion.hpp"
+#include "qnn/engine/repulsion.hpp"
 
 #include <algorithm>
 #include <cmath>

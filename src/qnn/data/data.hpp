@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "qnn/graph.hpp"
+#include "qnn/graph/graph.hpp"
 
 namespace qnn {
 

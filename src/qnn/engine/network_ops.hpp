@@ -1,4 +1,4 @@
-// Device functions of the se_e2_a network shared by the float engine (engine.cpp) and the
+// Device functions of the se_e2_a network shared by the exact engine (exact_engine.cpp) and the
 // compressed engine (engine/): the switching function (eq. S) and the descriptor contraction
 // and its backward pass (eq. D, eq. B step 2).
 #pragma once

@@ -1,12 +1,12 @@
 // AVX-VNNI integer GEMM path: vpdpbusd on ymm (VEX encoding, 16 registers), u8 x s8 with
 // A+128 as the u8 operand and accumulators starting at -128*colsum(B). Compiled with
 // -mavx2 -mavxvnni (CMakeLists.txt); see int_gemm_kernel.hpp.
-#include "qnn/int_gemm_kernel.hpp"
+#include "qnn/kernels/int_gemm_kernel.hpp"
 
 #if defined(__AVXVNNI__)
 #include <immintrin.h>
 
-#include "qnn/int_gemm_ymm.hpp"
+#include "qnn/kernels/int_gemm_ymm.hpp"
 
 namespace qnn::igemm::detail {
 namespace {

@@ -15,9 +15,9 @@
 #include <cstring>
 #include <vector>
 
-#include "qnn/engine/block_kernel.hpp"
-#include "qnn/graph.hpp"  // kMinPairDistance
-#include "qnn/network_ops.hpp"  // switch_function (eq. S)
+#include "qnn/kernels/block_kernel.hpp"
+#include "qnn/graph/graph.hpp"  // kMinPairDistance
+#include "qnn/engine/network_ops.hpp"  // switch_function (eq. S)
 
 namespace qnn::v2 {
 namespace QNN_NS {

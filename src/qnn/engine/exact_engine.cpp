@@ -11,7 +11,7 @@
 // Reverse index: the graph's own (graph.build_reverse_index()) is used when present and
 // checked against the neighbour lists (a stale one throws qnn::Error); a graph without one
 // (empty rev_offsets) gets a private index built here, in the same order.
-#include "qnn/engine.hpp"
+#include "qnn/engine/exact_engine.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -26,7 +26,7 @@
 
 #include "qnn/engine/embedding_table.hpp"  // embedding_exact: the empty-slot term
 #include "qnn/error.hpp"
-#include "qnn/network_ops.hpp"
+#include "qnn/engine/network_ops.hpp"
 
 namespace qnn {
 namespace {

@@ -1,7 +1,7 @@
 // AVX-512 VNNI integer GEMM path: vpdpbusd on zmm, u8 x s8 with A+128 as the u8 operand
 // and accumulators starting at -128*colsum(B). Compiled with -mavx512f -mavx512bw
 // -mavx512vl -mavx512vnni (CMakeLists.txt); see int_gemm_kernel.hpp.
-#include "qnn/int_gemm_kernel.hpp"
+#include "qnn/kernels/int_gemm_kernel.hpp"
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 // GCC 12.2's AVX-512 intrinsics self-initialize their "undefined" pass-through operand and

@@ -1,6 +1,6 @@
 // DeePMD npy system reader (see data.hpp). npy decoding is xtensor's (xt::load_npy); this file
 // checks presence, dtype, shapes, frame counts and finiteness, and converts to double.
-#include "qnn/data.hpp"
+#include "qnn/data/data.hpp"
 
 #include <algorithm>
 #include <cmath>

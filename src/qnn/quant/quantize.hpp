@@ -2,7 +2,7 @@
 // quantization"): precision plans, calibration of activation ranges on DFT frames, writing
 // the plan into a model's QuantSpec metadata, evaluation of a quantized model against DFT
 // and against its FP32 original, the bit-width sweep and the mixed-precision search.
-// The arithmetic is the engines' (qnn/evaluator.hpp); this code only chooses bits and
+// The arithmetic is the engines' (qnn/engine/evaluator.hpp); this code only chooses bits and
 // scales and measures what they cost.
 #pragma once
 #include <cstddef>
@@ -12,10 +12,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "qnn/evaluator.hpp"
-#include "qnn/graph.hpp"
-#include "qnn/model.hpp"
-#include "qnn/observer.hpp"
+#include "qnn/engine/evaluator.hpp"
+#include "qnn/graph/graph.hpp"
+#include "qnn/format/model.hpp"
+#include "qnn/quant/observer.hpp"
 
 namespace qnn {
 

@@ -1,9 +1,9 @@
 // The compressed engine's block kernel for the portable path (block_kernel_impl.hpp with
 // 4-lane vectors: SSE2 on x86-64, plain code elsewhere); always compiled.
-#include "qnn/engine/block_kernel.hpp"
+#include "qnn/kernels/block_kernel.hpp"
 #define QNN_VW 4
 #define QNN_NS isa_generic
-#include "qnn/engine/block_kernel_impl.hpp"
+#include "qnn/kernels/block_kernel_impl.hpp"
 namespace qnn::v2 {
 void block_generic(const ModelArgs& m, const GraphArgs& g, const OutArgs& o, const int* atoms,
                    int n, int c, void* scratch, BlockResult& res) {

@@ -1,5 +1,5 @@
 // Post-training quantization (see quantize.hpp and docs/quantization.md).
-#include "qnn/quantize.hpp"
+#include "qnn/quant/quantize.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -10,8 +10,8 @@
 #include <numeric>
 #include <sstream>
 
-#include "qnn/data.hpp"
-#include "qnn/engine.hpp"
+#include "qnn/data/data.hpp"
+#include "qnn/engine/exact_engine.hpp"
 #include "qnn/error.hpp"
 #include "qnn/quant/calibration_forward.hpp"
 

@@ -1,13 +1,13 @@
 // Execution modes behind one interface (docs/quantization.md, "Execution modes").
-#include "qnn/evaluator.hpp"
+#include "qnn/engine/evaluator.hpp"
 
 #include <sstream>
 
 #include "qnn/engine/compressed_engine.hpp"
 #include "qnn/error.hpp"
-#include "qnn/int_gemm.hpp"
+#include "qnn/kernels/int_gemm.hpp"
 #include "qnn/quant/layer_exec.hpp"
-#include "qnn/repulsion.hpp"
+#include "qnn/engine/repulsion.hpp"
 
 namespace qnn {
 

@@ -1,5 +1,5 @@
 // Neighbour graph: checks, the reverse index, and a periodic-box builder for tests and tools.
-#include "qnn/graph.hpp"
+#include "qnn/graph/graph.hpp"
 
 #include <cstdio>
 

@@ -1,12 +1,12 @@
 // AVX2 integer GEMM path: int8 sign-extended to int16 and multiplied with vpmaddwd, which
 // is exact (|2*128*128| fits int32). vpmaddubsw is not used: its int16 pair sums saturate
 // (255*127*2 > 32767). Compiled with -mavx2 (CMakeLists.txt); see int_gemm_kernel.hpp.
-#include "qnn/int_gemm_kernel.hpp"
+#include "qnn/kernels/int_gemm_kernel.hpp"
 
 #if defined(__AVX2__)
 #include <immintrin.h>
 
-#include "qnn/int_gemm_ymm.hpp"
+#include "qnn/kernels/int_gemm_ymm.hpp"
 
 namespace qnn::igemm::detail {
 namespace {

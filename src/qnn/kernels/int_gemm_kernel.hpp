@@ -24,7 +24,7 @@
 #include <cstring>
 #include <utility>
 
-#include "qnn/int_gemm.hpp"
+#include "qnn/kernels/int_gemm.hpp"
 
 namespace qnn::igemm::detail {
 

@@ -6,9 +6,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "qnn/engine.hpp"
-#include "qnn/graph.hpp"
-#include "qnn/model.hpp"
+#include "qnn/engine/exact_engine.hpp"
+#include "qnn/graph/graph.hpp"
+#include "qnn/format/model.hpp"
 
 namespace qnn {
 

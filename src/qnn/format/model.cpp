@@ -1,6 +1,6 @@
 // qnn v1 model: architecture checks, random initialisation, and the .qnn file format
 // (docs/format.md).
-#include "qnn/model.hpp"
+#include "qnn/format/model.hpp"
 
 #include <zlib.h>
 

@@ -6,7 +6,7 @@
 
 #include <Kokkos_Core.hpp>
 
-#include "qnn/engine.hpp"
+#include "qnn/engine/exact_engine.hpp"
 #include "qnn/error.hpp"
 
 namespace qnn {

@@ -1,10 +1,10 @@
 // The compressed engine's block kernel for the avx512 path (block_kernel_impl.hpp), compiled with
 // its own instruction-set flags (CMakeLists.txt) and picked at run time.
-#include "qnn/engine/block_kernel.hpp"
+#include "qnn/kernels/block_kernel.hpp"
 #if defined(__AVX512F__) || 0
 #define QNN_VW 16
 #define QNN_NS isa_avx512
-#include "qnn/engine/block_kernel_impl.hpp"
+#include "qnn/kernels/block_kernel_impl.hpp"
 namespace qnn::v2 {
 bool avx512_compiled() { return true; }
 void block_avx512(const ModelArgs& m, const GraphArgs& g, const OutArgs& o, const int* atoms, int n,

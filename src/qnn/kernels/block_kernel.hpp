@@ -5,7 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "qnn/int_gemm.hpp"
+#include "qnn/kernels/int_gemm.hpp"
 
 namespace qnn::v2 {
 

@@ -1,10 +1,10 @@
 // The compressed engine's block kernel for the avx2 path (block_kernel_impl.hpp), compiled with
 // its own instruction-set flags (CMakeLists.txt) and picked at run time.
-#include "qnn/engine/block_kernel.hpp"
+#include "qnn/kernels/block_kernel.hpp"
 #if defined(__AVX2__) || 0
 #define QNN_VW 8
 #define QNN_NS isa_avx2
-#include "qnn/engine/block_kernel_impl.hpp"
+#include "qnn/kernels/block_kernel_impl.hpp"
 namespace qnn::v2 {
 bool avx2_compiled() { return true; }
 void block_avx2(const ModelArgs& m, const GraphArgs& g, const OutArgs& o, const int* atoms, int n,

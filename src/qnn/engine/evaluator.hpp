@@ -7,9 +7,9 @@
 #include <memory>
 #include <string>
 
-#include "qnn/engine.hpp"
-#include "qnn/graph.hpp"
-#include "qnn/model.hpp"
+#include "qnn/engine/exact_engine.hpp"
+#include "qnn/graph/graph.hpp"
+#include "qnn/format/model.hpp"
 
 namespace qnn {
 

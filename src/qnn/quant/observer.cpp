@@ -1,5 +1,5 @@
 // Range observers for post-training quantization (see observer.hpp).
-#include "qnn/observer.hpp"
+#include "qnn/quant/observer.hpp"
 
 #include <algorithm>
 #include <cmath>

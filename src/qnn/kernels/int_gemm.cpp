@@ -1,6 +1,6 @@
 // Integer GEMM: packing, run-time ISA dispatch, the portable scalar path and the references.
 // Contract: int_gemm.hpp and docs/quantization.md ("Integer GEMM").
-#include "qnn/int_gemm.hpp"
+#include "qnn/kernels/int_gemm.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "qnn/error.hpp"
-#include "qnn/int_gemm_kernel.hpp"
+#include "qnn/kernels/int_gemm_kernel.hpp"
 
 namespace qnn::igemm {
 

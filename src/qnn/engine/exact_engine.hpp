@@ -6,8 +6,8 @@
 #include <memory>
 #include <vector>
 
-#include "qnn/graph.hpp"
-#include "qnn/model.hpp"
+#include "qnn/graph/graph.hpp"
+#include "qnn/format/model.hpp"
 
 namespace qnn {
 
