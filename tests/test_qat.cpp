@@ -24,6 +24,7 @@
 #include "qnn/engine/evaluator.hpp"
 #include "qnn/graph/graph.hpp"
 #include "qnn/format/model.hpp"
+#include "qnn/quant/common.hpp"
 #include "test_util.hpp"
 #include "water_subset.hpp"
 #include "torch/qat.hpp"
@@ -55,6 +56,12 @@ double ref_quant(double x, double s, int bits) {
 torch::Tensor dtensor(const std::vector<double>& v) { return torch::tensor(v, torch::kFloat64); }
 
 // ---------------------------------------------------------------------------- the quantizer
+TEST(FakeQuant, QuantMaxIsTheCoresQmax) {
+  for (int b = 2; b <= 16; ++b) EXPECT_EQ(lt::quant_max(b), qnn::qmax_of(b)) << b;
+  EXPECT_THROW(lt::quant_max(1), qnn::Error);
+  EXPECT_THROW(lt::quant_max(17), qnn::Error);
+}
+
 
 TEST(FakeQuant, ForwardEqualsIndependentRoundClamp) {
   std::mt19937_64 rng(3);

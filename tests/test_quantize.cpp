@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <string>
@@ -624,6 +625,80 @@ TEST(Search, ChoosesAPlanWithinBudgetAndMarksTheParetoFront) {
     EXPECT_LE(r.sensitivity[i][1].f_ref, 1.05 * r.sensitivity[i][2].f_ref) << r.layers[i].name;
   const std::string md = pareto_markdown(s.m, r);
   EXPECT_NE(md.find("(chosen)"), std::string::npos);
+}
+
+// ------------------------------------------------------------------------------ shared helpers
+TEST(QuantCommon, RangeScale) {
+  EXPECT_FLOAT_EQ(range_scale(127.0, 8), 1.0f);
+  EXPECT_FLOAT_EQ(range_scale(2.0, 16), static_cast<float>(2.0 / 32767));
+  // Nothing seen (range 0), or a scale no float holds: scale 1.
+  EXPECT_EQ(range_scale(0.0, 8), 1.0f);
+  EXPECT_EQ(range_scale(1e-300, 8), 1.0f);
+  EXPECT_EQ(range_scale(std::numeric_limits<double>::infinity(), 8), 1.0f);
+  EXPECT_THROW(range_scale(1.0, 1), Error);
+}
+
+TEST(QuantCommon, MinMaxQuantizerMatchesTheObserverPath) {
+  std::mt19937 rng(11);
+  std::normal_distribution<double> g(0.0, 0.3);
+  const int in = 7, out = 5;
+  std::vector<double> w(static_cast<std::size_t>(in * out));
+  for (double& x : w) x = g(rng);
+  for (bool per_channel : {true, false}) {
+    for (int bits : {4, 8, 16}) {
+      std::vector<double> a = w, b = w;
+      const std::vector<float> sa = minmax_quantize_weights(a, in, out, bits, per_channel);
+      const std::vector<float> sb = weight_scales(b, in, out, bits, per_channel, ObserverKind::MinMax);
+      quantize_weights(b, in, out, bits, sb);
+      EXPECT_EQ(sa, sb);
+      EXPECT_EQ(a, b);
+      ASSERT_EQ(sa.size(), per_channel ? static_cast<std::size_t>(out) : 1u);
+      // scale = max |w| / qmax of the channel; the largest weight lands on the grid's end.
+      for (std::size_t c = 0; c < sa.size(); ++c) {
+        double mx = 0;
+        for (std::size_t k = 0; k < w.size(); ++k)
+          if (!per_channel || k % static_cast<std::size_t>(out) == c) mx = std::max(mx, std::abs(w[k]));
+        EXPECT_FLOAT_EQ(sa[c], static_cast<float>(mx / qmax_of(bits)));
+      }
+    }
+  }
+}
+
+TEST(QuantCommon, IsQuantizedNamesTheFirstQuantizedLayer) {
+  Model m = test::small_water_model();
+  EXPECT_FALSE(is_quantized(m));
+  EXPECT_FALSE(first_quantized_layer(m).has_value());
+  const std::vector<LayerRef> layers = list_layers(m);
+  const LayerRef& r = layers.back();
+  layer_of(m, r).quant.weight_bits = 8;
+  EXPECT_TRUE(is_quantized(m));
+  ASSERT_TRUE(first_quantized_layer(m).has_value());
+  EXPECT_EQ(first_quantized_layer(m)->name, r.name);
+}
+
+TEST(QuantCommon, RmsErrorSumsOneAtATimeOrInParts) {
+  RmsError a, b;
+  EXPECT_TRUE(std::isnan(a.rms()));
+  for (double d : {0.001, -0.002, 0.003, 0.0}) a.add(d);
+  b.add(0.001);
+  b.add_squares(0.002 * 0.002 + 0.003 * 0.003 + 0.0, 3);
+  EXPECT_EQ(a.count(), 4);
+  EXPECT_EQ(b.count(), 4);
+  EXPECT_DOUBLE_EQ(a.rms(1000), 1000 * std::sqrt((1e-6 + 4e-6 + 9e-6) / 4));
+  EXPECT_DOUBLE_EQ(b.rms(1000), a.rms(1000));
+}
+
+TEST(Precision, SetLayerBitsWritesTheDerivedModeName) {
+  QuantSpec q;
+  set_layer_bits(q, {8, 8});
+  EXPECT_EQ(q.mode, "int8");
+  EXPECT_EQ(layer_bits(q), (LayerBits{8, 8}));
+  set_layer_bits(q, {16, 0});
+  EXPECT_EQ(q.mode, "weight-only");
+  set_layer_bits(q, {0, 0});
+  EXPECT_EQ(q.mode, "");
+  EXPECT_FALSE(q.quantized());
+  EXPECT_THROW(set_layer_bits(q, {0, 8}), Error);
 }
 
 }  // namespace

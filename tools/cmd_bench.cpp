@@ -24,6 +24,7 @@
 #include "qnn/error.hpp"
 #include "qnn/engine/evaluator.hpp"
 #include "qnn/kernels/int_gemm.hpp"
+#include "quant_flags.hpp"
 #ifdef QNN_HAVE_TORCH
 #include <torch/torch.h>
 
@@ -331,15 +332,13 @@ void register_bench(CLI::App& app) {
   c->add_option("--int8", opt->int8, "int8 model file (also runs its weight-only mode)")
       ->check(CLI::ExistingFile);
   c->add_option("--mixed", opt->mixed, "mixed-precision model file")->check(CLI::ExistingFile);
-  c->add_option("--data", opt->data, "DeePMD system directory holding the frame to replicate")
-      ->required()->check(CLI::ExistingDirectory);
+  add_data_option(c, "--data", opt->data, "DeePMD system directory holding the frame to replicate")->required();
   c->add_option("--frame", opt->frame, "frame index in --data")->capture_default_str();
   c->add_option("--replicas", opt->replicas, "replications n (n^3 copies of the frame)")
       ->delimiter(',')->capture_default_str();
   c->add_option("--repeats", opt->repeats, "timed calls per mode (median reported)")
       ->capture_default_str()->check(CLI::PositiveNumber);
-  c->add_option("--threads", opt->threads, "OpenMP / LibTorch threads")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+  add_threads_option(c, opt->threads, "OpenMP / LibTorch threads")->capture_default_str()->check(CLI::PositiveNumber);
   c->add_flag("!--no-torch", opt->torch, "skip the LibTorch module");
   c->add_option("--modes", opt->only, "run only these: fp32, weight-only, int8, mixed, libtorch")
       ->delimiter(',')

@@ -23,6 +23,7 @@
 #include "qnn/error.hpp"
 #include "qnn/engine/evaluator.hpp"
 #include "qnn/format/model.hpp"
+#include "qnn/quant/common.hpp"
 
 namespace qnn::cli {
 namespace {
@@ -40,24 +41,23 @@ struct EvalArgs {
 
 // Error sums of one group of frames (a system, or everything).
 struct ErrorSums {
-  double e2 = 0, e1 = 0;    // Σ (ΔE/N)², Σ |ΔE/N|  (eV/atom)
-  double f2 = 0, f1 = 0;    // Σ ΔF², Σ |ΔF|        (eV/Å, per component)
-  long long nframes = 0, ncomp = 0;
+  RmsError e, f;            // ΔE/N (eV/atom) per frame, ΔF (eV/Å) per component
+  double e1 = 0, f1 = 0;    // Σ |ΔE/N|, Σ |ΔF|
 
   void add_frame(double de_per_atom) {
-    e2 += de_per_atom * de_per_atom;
+    e.add(de_per_atom);
     e1 += std::abs(de_per_atom);
-    ++nframes;
   }
   void add_force(double df) {
-    f2 += df * df;
+    f.add(df);
     f1 += std::abs(df);
-    ++ncomp;
   }
-  double e_rmse() const { return nframes ? 1000 * std::sqrt(e2 / nframes) : NAN; }
-  double e_mae() const { return nframes ? 1000 * e1 / nframes : NAN; }
-  double f_rmse() const { return ncomp ? 1000 * std::sqrt(f2 / ncomp) : NAN; }
-  double f_mae() const { return ncomp ? 1000 * f1 / ncomp : NAN; }
+  long long nframes() const { return static_cast<long long>(e.count()); }
+  long long ncomp() const { return static_cast<long long>(f.count()); }
+  double e_rmse() const { return e.rms(1000); }
+  double e_mae() const { return nframes() ? 1000 * e1 / nframes() : NAN; }
+  double f_rmse() const { return f.rms(1000); }
+  double f_mae() const { return ncomp() ? 1000 * f1 / ncomp() : NAN; }
 };
 
 struct FrameError {
@@ -162,17 +162,17 @@ void run_eval(const EvalArgs& a) {
   // Table.
   std::printf("model: %s (mode %s, file default %s)\nengine: %s\n", a.model.c_str(), to_string(mode),
               model.default_mode.c_str(), engine_desc.c_str());
-  std::printf("frames: %lld, wall time %.1f s\n\n", total.nframes, wall);
+  std::printf("frames: %lld, wall time %.1f s\n\n", total.nframes(), wall);
   int w = 6;
   for (const System& sys : systems) w = std::max(w, static_cast<int>(sys.path.size()));
   std::printf("%-*s %8s %12s %12s %12s %12s\n", w, "system", "frames", "E RMSE", "E MAE", "F RMSE", "F MAE");
   std::printf("%-*s %8s %12s %12s %12s %12s\n", w, "", "", "meV/atom", "meV/atom", "meV/A", "meV/A");
   for (std::size_t si = 0; si < systems.size(); ++si) {
     const ErrorSums& e = by_system[si];
-    std::printf("%-*s %8lld %12.3f %12.3f %12.2f %12.2f\n", w, systems[si].path.c_str(), e.nframes, e.e_rmse(),
+    std::printf("%-*s %8lld %12.3f %12.3f %12.2f %12.2f\n", w, systems[si].path.c_str(), e.nframes(), e.e_rmse(),
                 e.e_mae(), e.f_rmse(), e.f_mae());
   }
-  std::printf("%-*s %8lld %12.3f %12.3f %12.2f %12.2f\n\n", w, "all", total.nframes, total.e_rmse(), total.e_mae(),
+  std::printf("%-*s %8lld %12.3f %12.3f %12.2f %12.2f\n\n", w, "all", total.nframes(), total.e_rmse(), total.e_mae(),
               total.f_rmse(), total.f_mae());
   if (ref_engine)
     std::printf("vs reference %s (float engine, double precision): E RMSE %.4f meV/atom, F RMSE %.4f meV/A, F MAE %.4f meV/A\n\n",
@@ -180,7 +180,7 @@ void run_eval(const EvalArgs& a) {
   std::printf("%-10s %12s %12s\n", "species", "F RMSE", "F MAE");
   for (int s = 0; s < S; ++s) {
     const ErrorSums& e = by_species[static_cast<std::size_t>(s)];
-    if (e.ncomp == 0) continue;
+    if (e.ncomp() == 0) continue;
     std::printf("%-10s %12.2f %12.2f\n", model.species[static_cast<std::size_t>(s)].c_str(), e.f_rmse(), e.f_mae());
   }
   std::vector<FrameError> worst = frames;
@@ -203,7 +203,7 @@ void run_eval(const EvalArgs& a) {
     j["engine"] = engine_desc;
     if (mode == Mode::FP32) j["engine_precision"] = a.precision.empty() ? "double" : a.precision;
     j["data"] = a.data;
-    j["frames"] = total.nframes;
+    j["frames"] = total.nframes();
     j["wall_s"] = wall;
     j["energy"] = {{"rmse_meV_atom", num(total.e_rmse())}, {"mae_meV_atom", num(total.e_mae())}};
     j["force"] = {{"rmse_meV_A", num(total.f_rmse())}, {"mae_meV_A", num(total.f_mae())}};
@@ -215,15 +215,15 @@ void run_eval(const EvalArgs& a) {
     j["force_by_species"] = nlohmann::json::object();
     for (int s = 0; s < S; ++s) {
       const ErrorSums& e = by_species[static_cast<std::size_t>(s)];
-      if (e.ncomp == 0) continue;
+      if (e.ncomp() == 0) continue;
       j["force_by_species"][model.species[static_cast<std::size_t>(s)]] = {
-          {"rmse_meV_A", num(e.f_rmse())}, {"mae_meV_A", num(e.f_mae())}, {"components", e.ncomp}};
+          {"rmse_meV_A", num(e.f_rmse())}, {"mae_meV_A", num(e.f_mae())}, {"components", e.ncomp()}};
     }
     j["systems"] = nlohmann::json::array();
     for (std::size_t si = 0; si < systems.size(); ++si) {
       const ErrorSums& e = by_system[si];
       j["systems"].push_back({{"path", systems[si].path},
-                              {"frames", e.nframes},
+                              {"frames", e.nframes()},
                               {"energy_rmse_meV_atom", num(e.e_rmse())},
                               {"energy_mae_meV_atom", num(e.e_mae())},
                               {"force_rmse_meV_A", num(e.f_rmse())},

@@ -20,6 +20,7 @@
 #include "qnn/engine/evaluator.hpp"
 #include "qnn/format/model.hpp"
 #include "qnn/quant/quantize.hpp"
+#include "quant_flags.hpp"
 
 namespace qnn::cli {
 namespace {
@@ -28,12 +29,9 @@ struct QuantizeArgs {
   std::string model, out, plan, pareto_out, save_plan;
   std::vector<std::string> data, val_data;
   int frames = 32, val_frames = 16, search_frames = 8;
-  std::string observer = "mse", weight_observer = "mse";
-  double percentile = 99.99;
+  QuantFlags quant;
   int bits = 8, weight_bits = -1, act_bits = -1;
-  bool per_tensor = false;
   bool quantize_embedding = false, no_energy_offset = false;
-  int threads = -1;
   // search
   bool search = false;
   std::vector<int> search_bits = {16, 8, 6, 4};
@@ -55,12 +53,9 @@ std::string default_output(const std::string& in, const std::string& mode) {
 
 void run_quantize(const QuantizeArgs& a) {
   const auto t0 = std::chrono::steady_clock::now();
-  ensure_kokkos_initialized(a.threads);
+  ensure_kokkos_initialized(a.quant.threads);
   const Model fp32 = read_model(a.model);
-  for (const LayerRef& r : list_layers(fp32))
-    if (layer_of(fp32, r).quant.quantized())
-      throw Error(a.model + " is already quantized (layer " + r.name +
-                  "); quantize its FP32 original instead");
+  require_fp32_model(fp32, a.model, "quantize its FP32 original instead");
   if (a.frames <= 0) throw Error("--frames must be positive");
   if (a.search && a.val_data.empty())
     throw Error("--search needs validation frames: give --val-data DIR... (held-out DeePMD systems)");
@@ -86,13 +81,7 @@ void run_quantize(const QuantizeArgs& a) {
   } catch (const Error& e) {
     throw Error(std::string("bad --bits/--weight-bits/--act-bits: ") + e.what());
   }
-  QuantOptions opt;
-  opt.act_observer = parse_observer(a.observer);
-  opt.weight_observer = parse_observer(a.weight_observer);
-  if (opt.weight_observer == ObserverKind::Percentile)
-    throw Error("--weight-observer must be minmax or mse (percentile clipping is for activations)");
-  opt.percentile = a.percentile;
-  opt.per_channel = !a.per_tensor;
+  const QuantOptions opt = a.quant.options();
   QuantPlan plan = a.plan.empty() ? uniform_plan(fp32, defaults) : read_plan(a.plan, fp32, defaults);
   if (a.plan.empty() && !a.quantize_embedding) {
     // Every mode tabulates the embedding nets from their stored weights, so quantizing them
@@ -104,8 +93,8 @@ void run_quantize(const QuantizeArgs& a) {
 
   std::printf("model: %s (%zu parameters)\n", a.model.c_str(), fp32.parameter_count());
   const FrameSet calib = load_frames(a.data, fp32, a.frames);
-  std::printf("calibrating on %zu frames (%s observer%s) ...\n", calib.size(), a.observer.c_str(),
-              opt.act_observer == ObserverKind::Percentile ? (", p = " + std::to_string(a.percentile)).c_str() : "");
+  std::printf("calibrating on %zu frames (%s observer%s) ...\n", calib.size(), a.quant.observer.c_str(),
+              opt.act_observer == ObserverKind::Percentile ? (", p = " + std::to_string(a.quant.percentile)).c_str() : "");
   std::fflush(stdout);
   const Calibration cal = calibrate(fp32, calib);
   std::printf("  done in %.1f s\n", seconds_since(t0));
@@ -190,13 +179,14 @@ void run_quantize(const QuantizeArgs& a) {
               "act scale");
   for (const LayerRef& r : list_layers(q)) {
     const QuantSpec& s = layer_of(q, r).quant;
+    const std::string mode = layer_mode(layer_bits(s));
     float mn = 0, mx = 0;
     if (!s.weight_scale.empty()) {
       mn = *std::min_element(s.weight_scale.begin(), s.weight_scale.end());
       mx = *std::max_element(s.weight_scale.begin(), s.weight_scale.end());
     }
     std::printf("%-12s %6d %6d %-12s %12.4g %12.4g %12.4g%s\n", r.name.c_str(), s.weight_bits, s.act_bits,
-                s.mode.empty() ? "fp32" : s.mode.c_str(), mn, mx, s.act_scale,
+                mode.empty() ? "fp32" : mode.c_str(), mn, mx, s.act_scale,
                 s.out_scale > 0 ? ("   out_scale " + std::to_string(s.out_scale)).c_str() : "");
   }
   if (!a.val_data.empty()) {
@@ -221,24 +211,16 @@ void register_quantize(CLI::App& app) {
   auto a = std::make_shared<QuantizeArgs>();
   CLI::App* sub = app.add_subcommand(
       "quantize", "Post-training quantization: calibrate on DFT frames and write the plan into a .qnn file");
-  sub->add_option("model", a->model, "the FP32 .qnn model")->required()->check(CLI::ExistingFile);
-  sub->add_option("--data", a->data, "calibration data: DeePMD system directories")
-      ->required()
-      ->check(CLI::ExistingDirectory);
+  add_fp32_model_arg(sub, a->model);
+  add_data_option(sub, "--data", a->data, "calibration data: DeePMD system directories")->required();
   sub->add_option("--frames", a->frames, "calibration frames, evenly spaced over the data (default 32)");
-  sub->add_option("--observer", a->observer, "activation range observer: minmax, percentile, mse (default)")
-      ->check(CLI::IsMember({"minmax", "percentile", "mse"}));
-  sub->add_option("--percentile", a->percentile, "percentile of |x| for --observer percentile (default 99.99)")
-      ->check(CLI::Range(1e-9, 100.0));
-  sub->add_option("--weight-observer", a->weight_observer, "weight range observer: minmax or mse (default)")
-      ->check(CLI::IsMember({"minmax", "mse"}));
+  add_quant_flags(sub, a->quant);
   auto* ob = sub->add_option("--bits", a->bits, "weight and activation bits of every layer (default 8)")
                  ->check(CLI::Range(2, 16));
   sub->add_option("--weight-bits", a->weight_bits, "weight bits (2..16)")->check(CLI::Range(2, 16))->excludes(ob);
   sub->add_option("--act-bits", a->act_bits, "activation bits (2..16, 0 = float activations: weight-only)")
       ->check(CLI::Range(0, 16))
       ->excludes(ob);
-  sub->add_flag("--per-tensor", a->per_tensor, "one weight scale per layer (default: one per output channel)");
   sub->add_flag("--quantize-embedding", a->quantize_embedding,
                 "also quantize the embedding nets' weights (default: float; every mode tabulates them)");
   sub->add_flag("--no-energy-offset", a->no_energy_offset,
@@ -247,10 +229,8 @@ void register_quantize(CLI::App& app) {
       ->check(CLI::ExistingFile);
   sub->add_option("--save-plan", a->save_plan, "write the plan used (e.g. the searched one) as a --plan JSON file");
   sub->add_option("-o,--output", a->out, "output file (default: the input name with .<mode>.qnn)");
-  sub->add_option("--val-data", a->val_data, "validation data: report the written model's errors; needed by --search")
-      ->check(CLI::ExistingDirectory);
+  add_data_option(sub, "--val-data", a->val_data, "validation data: report the written model's errors; needed by --search");
   sub->add_option("--val-frames", a->val_frames, "validation frames (default 16)")->check(CLI::PositiveNumber);
-  sub->add_option("--threads", a->threads, "OpenMP threads (default: Kokkos' default)");
   sub->add_flag("--search", a->search, "choose each layer's bits (mixed precision) under a budget");
   sub->add_option("--search-frames", a->search_frames, "validation frames the search measures plans on (default 8)")
       ->check(CLI::PositiveNumber);

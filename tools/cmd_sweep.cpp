@@ -5,23 +5,18 @@
 // docs/quantization.md, "Post-training quantization".
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include <unistd.h>
-
 #include "commands.hpp"
 #include "qnn/engine/exact_engine.hpp"
 #include "qnn/error.hpp"
 #include "qnn/format/model.hpp"
+#include "qnn/util/plot.hpp"
 #include "qnn/quant/quantize.hpp"
-
-#ifndef QNN_SOURCE_DIR
-#define QNN_SOURCE_DIR ""
-#endif
+#include "quant_flags.hpp"
 
 namespace qnn::cli {
 namespace {
@@ -31,65 +26,19 @@ struct SweepArgs {
   std::vector<std::string> data, calib_data;
   int frames = 16, calib_frames = 32;
   std::vector<int> bits;
-  std::string observer = "mse", weight_observer = "mse";
-  double percentile = 99.99;
-  bool per_tensor = false, no_plot = false;
-  int threads = -1;
+  QuantFlags quant;
+  bool no_plot = false;
 };
-
-// The plot script: --plot-script, else the source tree's, else next to the executable.
-std::string find_plot_script(const std::string& given) {
-  namespace fs = std::filesystem;
-  if (!given.empty()) {
-    if (!fs::exists(given)) throw Error("--plot-script " + given + " does not exist");
-    return given;
-  }
-  std::vector<fs::path> cands;
-  if (std::string(QNN_SOURCE_DIR).size()) cands.emplace_back(fs::path(QNN_SOURCE_DIR) / "scripts" / "plot_sweep.py");
-  std::error_code ec;
-  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec) cands.push_back(exe.parent_path().parent_path() / "scripts" / "plot_sweep.py");
-  for (const fs::path& p : cands)
-    if (fs::exists(p)) return p.string();
-  return "";
-}
-
-// A Python that has matplotlib: $QNN_PYTHON, else python3 on PATH, else /usr/bin/python3
-// (Debian's python3-matplotlib lives there, and a pyenv python3 may shadow it). Empty if none.
-std::string find_python();
-
-// Single-quoted for the shell.
-std::string shq(const std::string& s) {
-  std::string o = "'";
-  for (char c : s) o += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return o + "'";
-}
-
-std::string find_python() {
-  std::vector<std::string> cands;
-  if (const char* e = std::getenv("QNN_PYTHON")) cands.emplace_back(e);
-  cands.emplace_back("python3");
-  cands.emplace_back("/usr/bin/python3");
-  for (const std::string& c : cands)
-    if (std::system((shq(c) + " -c 'import matplotlib' >/dev/null 2>&1").c_str()) == 0) return c;
-  return "";
-}
 
 void run_sweep_cmd(const SweepArgs& a) {
   const auto t0 = std::chrono::steady_clock::now();
-  ensure_kokkos_initialized(a.threads);
+  ensure_kokkos_initialized(a.quant.threads);
   const Model fp32 = read_model(a.model);
-  for (const LayerRef& r : list_layers(fp32))
-    if (layer_of(fp32, r).quant.quantized())
-      throw Error(a.model + " is already quantized (layer " + r.name + "); the sweep needs the FP32 original");
+  require_fp32_model(fp32, a.model, "the sweep needs the FP32 original");
   std::vector<int> bits = a.bits;
   if (bits.empty())
     for (int b = 2; b <= 16; ++b) bits.push_back(b);
-  QuantOptions opt;
-  opt.act_observer = parse_observer(a.observer);
-  opt.weight_observer = parse_observer(a.weight_observer);
-  opt.percentile = a.percentile;
-  opt.per_channel = !a.per_tensor;
+  const QuantOptions opt = a.quant.options();
 
   namespace fs = std::filesystem;
   std::error_code ec;
@@ -102,7 +51,7 @@ void run_sweep_cmd(const SweepArgs& a) {
   const FrameSet calib = load_frames(cdirs, fp32, a.calib_frames);
   const FrameSet val = load_frames(a.data, fp32, a.frames);
   std::printf("model %s; calibration %zu frames, evaluation %zu frames; %s activation observer, %s weights\n",
-              a.model.c_str(), calib.size(), val.size(), a.observer.c_str(), a.per_tensor ? "per-tensor" : "per-channel");
+              a.model.c_str(), calib.size(), val.size(), a.quant.observer.c_str(), a.quant.per_tensor ? "per-tensor" : "per-channel");
   const Calibration cal = calibrate(fp32, calib);
   const Prediction ref = predict_reference(fp32, val);
   std::printf("\n%-12s %5s %-12s %14s %14s %14s %14s\n", "variant", "bits", "mode", "E vs DFT", "F vs DFT",
@@ -118,10 +67,12 @@ void run_sweep_cmd(const SweepArgs& a) {
   std::printf("\nwrote %s (%.1f s)\n", csv.c_str(),
               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   if (a.no_plot) return;
-  const std::string script = find_plot_script(a.plot_script);
+  const std::string script = find_plot_script("plot_sweep.py", a.plot_script);
   const std::string png = (fs::path(a.out_dir) / "sweep.png").string();
   if (script.empty()) {
-    std::fprintf(stderr, "qnn: warning: scripts/plot_sweep.py not found; plot with: python3 scripts/plot_sweep.py %s %s\n",
+    std::fprintf(stderr,
+                 "qnn: warning: scripts/plot_sweep.py not found (give --plot-script or set QNN_PLOT_SCRIPT); "
+                 "plot with: python3 scripts/plot_sweep.py %s %s\n",
                  csv.c_str(), png.c_str());
     return;
   }
@@ -133,13 +84,12 @@ void run_sweep_cmd(const SweepArgs& a) {
                  script.c_str(), csv.c_str(), png.c_str());
     return;
   }
-  const std::string cmd = shq(py) + " " + shq(script) + " " + shq(csv) + " " + shq(png) + " --title " +
-                          shq("qnn sweep: " + fs::path(a.model).filename().string());
+  const std::vector<std::string> cmd{py, script, csv, png, "--title", "qnn sweep: " + fs::path(a.model).filename().string()};
   std::fflush(stdout);
-  const int rc = std::system(cmd.c_str());
+  const int rc = run_program(cmd);
   if (rc != 0)
     std::fprintf(stderr, "qnn: warning: the plot command failed (exit %d): %s\n(needs python3 with matplotlib; the CSV is written)\n",
-                 rc, cmd.c_str());
+                 rc, command_line(cmd).c_str());
   else
     std::printf("wrote %s\n", png.c_str());
 }
@@ -150,26 +100,17 @@ void register_sweep(CLI::App& app) {
   auto a = std::make_shared<SweepArgs>();
   CLI::App* sub = app.add_subcommand(
       "sweep", "Bit-width sweep: RMSE vs DFT and vs FP32 for weights-only, activations-only and both, CSV + PNG");
-  sub->add_option("model", a->model, "the FP32 .qnn model")->required()->check(CLI::ExistingFile);
-  sub->add_option("--data", a->data, "evaluation data (held-out DeePMD systems)")
-      ->required()
-      ->check(CLI::ExistingDirectory);
+  add_fp32_model_arg(sub, a->model);
+  add_data_option(sub, "--data", a->data, "evaluation data (held-out DeePMD systems)")->required();
   sub->add_option("--frames", a->frames, "evaluation frames, evenly spaced (default 16)")->check(CLI::PositiveNumber);
-  sub->add_option("--calib-data", a->calib_data, "calibration data (default: the evaluation data)")
-      ->check(CLI::ExistingDirectory);
+  add_data_option(sub, "--calib-data", a->calib_data, "calibration data (default: the evaluation data)");
   sub->add_option("--calib-frames", a->calib_frames, "calibration frames (default 32)")->check(CLI::PositiveNumber);
   sub->add_option("--bits", a->bits, "bit widths to sweep (default 2..16)")->check(CLI::Range(2, 16));
-  sub->add_option("--observer", a->observer, "activation range observer: minmax, percentile, mse (default)")
-      ->check(CLI::IsMember({"minmax", "percentile", "mse"}));
-  sub->add_option("--percentile", a->percentile, "percentile for --observer percentile (default 99.99)")
-      ->check(CLI::Range(1e-9, 100.0));
-  sub->add_option("--weight-observer", a->weight_observer, "weight range observer: minmax or mse (default)")
-      ->check(CLI::IsMember({"minmax", "mse"}));
-  sub->add_flag("--per-tensor", a->per_tensor, "one weight scale per layer (default: per output channel)");
+  add_quant_flags(sub, a->quant);
   sub->add_option("-o,--output-dir", a->out_dir, "directory for sweep.csv and sweep.png (default .)");
   sub->add_flag("--no-plot", a->no_plot, "write the CSV only");
-  sub->add_option("--plot-script", a->plot_script, "path of plot_sweep.py (default: the source tree's)");
-  sub->add_option("--threads", a->threads, "OpenMP threads (default: Kokkos' default)");
+  sub->add_option("--plot-script", a->plot_script,
+                  "path of plot_sweep.py (default: $QNN_PLOT_SCRIPT, else found next to the qnn executable)");
   sub->callback([a] { run_sweep_cmd(*a); });
 }
 

@@ -13,6 +13,8 @@
 #include <sstream>
 
 #include "qnn/error.hpp"
+#include "qnn/quant/common.hpp"
+#include "qnn/quant/precision.hpp"
 #include "torch/config_section.hpp"
 #include "torch/train_loop.hpp"
 
@@ -27,10 +29,7 @@ namespace qnn::libtorch {
 
 // ------------------------------------------------------------------------------ fake quantization
 
-int quant_max(int bits) {
-  if (bits < 2 || bits > 16) throw Error("quantization bits must be in 2..16 (got " + std::to_string(bits) + ")");
-  return (1 << (bits - 1)) - 1;
-}
+int quant_max(int bits) { return qmax_of(bits); }
 
 // trunc(v ± 0.5) in the tensor's arithmetic, as the integer engine rounds (docs/quantization.md Q3).
 torch::Tensor round_half_away(const torch::Tensor& v) {
@@ -87,14 +86,6 @@ std::vector<float> scales_f32(const torch::Tensor& log_scale) {
   return {s.data_ptr<float>(), s.data_ptr<float>() + s.numel()};
 }
 
-bool any_quantized(const Model& m) {
-  for (const auto* fam : {&m.embed, &m.fit})
-    for (const Net& n : *fam)
-      for (const DenseLayer& L : n.layers)
-        if (L.quant.quantized()) return true;
-  return false;
-}
-
 std::string layer_label(const Model& m, int family, std::size_t net, std::size_t layer) {
   return (family == 0 ? "embedding net " + m.embed_label(static_cast<int>(net)) : "fitting net " + m.species[net]) + " layer " +
          std::to_string(layer);
@@ -142,10 +133,10 @@ Model quantized_model(Se2aModuleImpl& module, const Model& plan) {
 
 void check_plan_matches(const Model& fp32, const Model& plan, const std::string& fp32_name,
                         const std::string& plan_name) {
-  if (any_quantized(fp32)) {
+  if (is_quantized(fp32)) {
     throw Error(fp32_name + " is a quantized model; give the FP32 model the quantized file was made from");
   }
-  if (!any_quantized(plan)) {
+  if (!is_quantized(plan)) {
     throw Error(plan_name + " has no quantized layer; make a quantized starting point with `qnn quantize`");
   }
   const std::string differ = plan_name + " was not made from " + fp32_name + ": ";
@@ -207,10 +198,11 @@ void check_plan_matches(const Model& fp32, const Model& plan, const std::string&
 }
 
 Model minmax_quantize(const Model& fp32, const std::vector<EdgeBatch>& calibration, const MinMaxOptions& opt) {
-  if (any_quantized(fp32)) throw Error("minmax_quantize: the model is already quantized");
+  if (is_quantized(fp32)) throw Error("minmax_quantize: the model is already quantized");
   if (calibration.empty()) throw Error("minmax_quantize: no calibration frames");
-  const int Qw = quant_max(opt.weight_bits);
-  const int Qa = quant_max(opt.act_bits);
+  // Validates the bits before the calibration pass.
+  quant_max(opt.weight_bits);
+  quant_max(opt.act_bits);
   // max |input| per layer ([family][net][layer]) and max |G| per embedding net (layer = size).
   std::vector<std::vector<std::vector<double>>> amax(2);
   for (int family = 0; family < 2; ++family) {
@@ -236,28 +228,12 @@ Model minmax_quantize(const Model& fp32, const std::vector<EdgeBatch>& calibrati
         DenseLayer& L = nets[s].layers[l];
         QuantSpec& q = L.quant;
         q = QuantSpec{};
-        q.weight_bits = opt.weight_bits;
-        q.act_bits = opt.act_bits;
-        q.mode = int8 ? "int8" : "int16";
-        const auto nch = static_cast<std::size_t>(opt.per_channel ? L.out : 1);
-        std::vector<double> wmax(nch, 0.0);
-        for (std::size_t k = 0; k < L.weight.size(); ++k) {
-          const std::size_t c = nch == 1 ? 0 : k % static_cast<std::size_t>(L.out);
-          wmax[c] = std::max(wmax[c], std::abs(L.weight[k]));
-        }
-        for (std::size_t c = 0; c < nch; ++c) {
-          q.weight_scale.push_back(wmax[c] > 0 ? static_cast<float>(wmax[c] / Qw) : 1.0f);
-        }
-        q.weight_zero_point.assign(nch, 0);
-        for (std::size_t k = 0; k < L.weight.size(); ++k) {
-          const double sc = q.weight_scale[nch == 1 ? 0 : k % static_cast<std::size_t>(L.out)];
-          L.weight[k] = std::clamp(std::round(L.weight[k] / sc), -double(Qw), double(Qw)) * sc;
-        }
-        const double xa = amax[static_cast<std::size_t>(family)][s][l];
-        q.act_scale = xa > 0 ? static_cast<float>(xa / Qa) : 1.0f;
+        set_layer_bits(q, {opt.weight_bits, opt.act_bits});
+        q.weight_scale = minmax_quantize_weights(L.weight, L.in, L.out, opt.weight_bits, opt.per_channel);
+        q.weight_zero_point.assign(q.weight_scale.size(), 0);
+        q.act_scale = range_scale(amax[static_cast<std::size_t>(family)][s][l], opt.act_bits);
         if (family == 0 && l + 1 == nets[s].layers.size() && opt.out_scale) {
-          const double ga = amax[0][s][l + 1];
-          q.out_scale = ga > 0 ? static_cast<float>(ga / quant_max(kEmbedOutBits)) : 1.0f;
+          q.out_scale = range_scale(amax[0][s][l + 1], kEmbedOutBits);
         }
       }
     }

@@ -22,15 +22,14 @@
 
 #include "qnn/data/data.hpp"
 #include "qnn/error.hpp"
+#include "qnn/quant/common.hpp"
+#include "qnn/util/plot.hpp"
 #include "torch/config_section.hpp"
 #include "torch/se2a_module.hpp"
 #include "torch/train_loop.hpp"
 
 #ifndef QNN_VERSION
 #define QNN_VERSION "unknown"
-#endif
-#ifndef QNN_SOURCE_DIR
-#define QNN_SOURCE_DIR "."
 #endif
 
 namespace fs = std::filesystem;
@@ -195,13 +194,6 @@ void write_curve_csv(const std::string& path, const std::vector<CurvePoint>& cur
   write_file_atomic(path, std::vector<char>(text.begin(), text.end()));
 }
 
-// Single-quoted for /bin/sh.
-std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
 // Checkpoint contents besides the module and optimizer.
 struct TrainState {
   int step = 0;
@@ -332,8 +324,7 @@ double learning_rate(const TrainConfig& c, int k) {
 std::pair<double, double> evaluate_rmse(Se2aModule& module, const std::vector<FrameData>& frames,
                                         const std::vector<int>& which) {
   if (which.empty()) return {kNaN, kNaN};
-  double se = 0, sf = 0;
-  std::int64_t nf = 0;
+  RmsError e_err, f_err;
   constexpr std::size_t kChunk = 4;
   for (std::size_t start = 0; start < which.size(); start += kChunk) {
     std::vector<const EdgeBatch*> parts;
@@ -349,14 +340,12 @@ std::pair<double, double> evaluate_rmse(Se2aModule& module, const std::vector<Fr
     EnergyForces ef = energy_and_forces(module, concat(parts), false);
     torch::Tensor e = ef.frame_energy.to(torch::kFloat64);
     for (std::size_t k = 0; k < eref.size(); ++k) {
-      const double d = (e[static_cast<std::int64_t>(k)].item<double>() - eref[k]) / nat[k];
-      se += d * d;
+      e_err.add((e[static_cast<std::int64_t>(k)].item<double>() - eref[k]) / nat[k]);
     }
     torch::Tensor df = ef.forces.to(torch::kFloat64) - torch::cat(fref).to(torch::kFloat64);
-    sf += (df * df).sum().item<double>();
-    nf += df.numel();
+    f_err.add_squares((df * df).sum().item<double>(), df.numel());
   }
-  return {1000.0 * std::sqrt(se / static_cast<double>(which.size())), 1000.0 * std::sqrt(sf / static_cast<double>(nf))};
+  return {e_err.rms(1000.0), f_err.rms(1000.0)};
 }
 
 
@@ -739,15 +728,24 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt, Se2aMo
   log << "learning curve: " << csv_path << "\n";
 
   if (opt.plot && !cfg.plot_file.empty()) {
-    const char* env_script = std::getenv("QNN_PLOT_SCRIPT");
-    const std::string script = env_script != nullptr ? env_script : std::string(QNN_SOURCE_DIR) + "/scripts/plot_learning_curve.py";
+    // The script: $QNN_PLOT_SCRIPT, else found from the running executable (src/qnn/util/plot.hpp).
+    const std::string script = find_plot_script("plot_learning_curve.py");
+    const std::string py = find_python();
     const std::string png = cfg.output_path(cfg.plot_file);
-    const std::string cmd = "/usr/bin/python3 " + shell_quote(script) + " " + shell_quote(csv_path) + " " + shell_quote(png) + " 2>&1";
-    const int rc = std::system(cmd.c_str());
-    if (rc != 0) {
-      log << "warning: plotting the learning curve failed (" << cmd << " returned " << rc << "); the CSV is complete\n";
+    if (script.empty()) {
+      log << "warning: scripts/plot_learning_curve.py not found (set QNN_PLOT_SCRIPT); the CSV is complete\n";
+    } else if (py.empty()) {
+      log << "warning: no python3 with matplotlib found (set QNN_PYTHON); the CSV is complete\n";
     } else {
-      log << "plot: " << png << "\n";
+      const std::vector<std::string> cmd{py, script, csv_path, png};
+      log.flush();
+      const int rc = run_program(cmd, ChildOutput::StderrToStdout);
+      if (rc != 0) {
+        log << "warning: plotting the learning curve failed (" << command_line(cmd) << " returned " << rc
+            << "); the CSV is complete\n";
+      } else {
+        log << "plot: " << png << "\n";
+      }
     }
   }
   log.flush();

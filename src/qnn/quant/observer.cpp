@@ -25,12 +25,6 @@ ObserverKind parse_observer(const std::string& s) {
   throw Error("unknown observer '" + s + "'; valid observers: minmax, percentile, mse");
 }
 
-int qmax_of(int bits) {
-  if (bits < 2 || bits > 16)
-    throw Error("bit width " + std::to_string(bits) + " is outside 2..16");
-  return (1 << (bits - 1)) - 1;
-}
-
 namespace {
 
 // round half away from zero of x / scale, clamped; `qmax` precomputed.

@@ -21,15 +21,13 @@
 #include <string>
 #include <vector>
 
+#include "qnn/quant/common.hpp"  // qmax_of
+
 namespace qnn {
 
 enum class ObserverKind { MinMax, Percentile, MSE };
 const char* to_string(ObserverKind k);                 // "minmax", "percentile", "mse"
 ObserverKind parse_observer(const std::string& s);     // throws qnn::Error naming the choices
-
-// Largest integer magnitude of a symmetric `bits`-bit quantizer: 2^(bits-1) - 1.
-// Throws qnn::Error unless 2 <= bits <= 16.
-int qmax_of(int bits);
 
 // round(x / scale) with ties away from zero, clamped to [-qmax, qmax] (the contract of
 // docs/quantization.md for activations and weights alike).

@@ -1,9 +1,36 @@
-// See layer_exec.hpp.
-#include "qnn/quant/layer_exec.hpp"
+// See precision.hpp.
+#include "qnn/quant/precision.hpp"
 
 #include "qnn/error.hpp"
 
 namespace qnn {
+
+namespace {
+
+void check_bits(int b, const std::string& what) {
+  if (b != 0 && (b < 2 || b > 16))
+    throw Error(what + ": bit width " + std::to_string(b) + " is outside 2..16 (0 = float)");
+}
+
+}  // namespace
+
+std::string layer_mode(const LayerBits& b) {
+  check_bits(b.weight_bits, "weight_bits");
+  check_bits(b.act_bits, "act_bits");
+  if (b.weight_bits == 0 && b.act_bits == 0) return "";
+  if (b.weight_bits == 0)
+    throw Error("act_bits " + std::to_string(b.act_bits) +
+                " without weight_bits: integer activations need integer weights (give "
+                "weight_bits too, e.g. 16)");
+  if (b.act_bits == 0) return "weight-only";
+  return (b.weight_bits <= 8 && b.act_bits <= 8) ? "int8" : "int16";
+}
+
+void set_layer_bits(QuantSpec& q, const LayerBits& b) {
+  q.mode = layer_mode(b);
+  q.weight_bits = b.weight_bits;
+  q.act_bits = b.act_bits;
+}
 
 LayerExec layer_exec(const DenseLayer& L, bool integer_all, const std::string& name) {
   const QuantSpec& q = L.quant;
