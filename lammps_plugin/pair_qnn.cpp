@@ -17,7 +17,11 @@
 #include "qnn_common.h"
 
 #include "qnn/error.hpp"
+#ifdef QNN_HAVE_CUDA
+#include "qnn/cuda/cuda_engine.hpp"
+#endif
 
+#include <climits>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -61,16 +65,48 @@ void PairQNN::allocate()
 }
 
 /* ----------------------------------------------------------------------
-   pair_style qnn <model.qnn> [mode fp32|weight-only|int8|mixed|fp64] [threads N]
+   pair_style qnn <model.qnn> [mode fp32|weight-only|int8|mixed|fp64] [device cpu|cuda]
+                  [threads N]
 ------------------------------------------------------------------------- */
+
+namespace {
+
+// `device cuda`: the CUDA device of this rank (round-robin over the devices it sees:
+// comm->me % device_count()), or error->all on every rank when any rank has none it can use,
+// with the reason of the lowest such rank, or when this plugin was built without CUDA.
+int pick_cuda_device(LAMMPS *lmp)
+{
+#ifndef QNN_HAVE_CUDA
+  lmp->error->all(FLERR, "pair_style qnn: device cuda: this qnnplugin.so was built without CUDA: rebuild "
+                         "with -DQNN_ENABLE_CUDA=ON (or use device cpu)");
+  return -1;
+#else
+  std::string why;
+  const bool ok = qnn::cuda::device_available(&why);
+  const int mine = ok ? INT_MAX : lmp->comm->me;
+  int bad = INT_MAX;
+  MPI_Allreduce(&mine, &bad, 1, MPI_INT, MPI_MIN, lmp->world);
+  if (bad != INT_MAX) {
+    int len = static_cast<int>(why.size());
+    MPI_Bcast(&len, 1, MPI_INT, bad, lmp->world);
+    why.resize(static_cast<std::size_t>(len));
+    MPI_Bcast(why.data(), len, MPI_CHAR, bad, lmp->world);
+    lmp->error->all(FLERR, "pair_style qnn: device cuda: no usable CUDA device on rank {}: {}", bad, why);
+  }
+  return lmp->comm->me % qnn::cuda::device_count();
+#endif
+}
+
+}    // namespace
 
 void PairQNN::settings(int narg, char **arg)
 {
   if (narg < 1)
     error->all(FLERR, "Illegal pair_style qnn command: expected 'pair_style qnn <model.qnn> "
-                      "[mode fp32|weight-only|int8|mixed|fp64] [threads N]'");
+                      "[mode fp32|weight-only|int8|mixed|fp64] [device cpu|cuda] [threads N]'");
   model_path = arg[0];
   std::string mode_arg;
+  qnn::Device device = qnn::Device::Cpu;
   int iarg = 1;
   while (iarg < narg) {
     if (strcmp(arg[iarg], "threads") == 0) {
@@ -83,8 +119,16 @@ void PairQNN::settings(int narg, char **arg)
         error->all(FLERR, "pair_style qnn: 'mode' needs a value (fp32, weight-only, int8, mixed or fp64)");
       mode_arg = arg[iarg + 1];
       iarg += 2;
+    } else if (strcmp(arg[iarg], "device") == 0) {
+      if (iarg + 1 >= narg) error->all(FLERR, "pair_style qnn: 'device' needs a value (cpu or cuda)");
+      try {
+        device = qnn::parse_device(arg[iarg + 1]);
+      } catch (const std::exception &e) {
+        error->all(FLERR, "pair_style qnn: {}", e.what());
+      }
+      iarg += 2;
     } else {
-      error->all(FLERR, "pair_style qnn: unknown keyword '{}' (known: mode, threads)", arg[iarg]);
+      error->all(FLERR, "pair_style qnn: unknown keyword '{}' (known: mode, device, threads)", arg[iarg]);
     }
   }
   qnn::Mode mode = qnn::Mode::FP32;
@@ -101,6 +145,7 @@ void PairQNN::settings(int narg, char **arg)
   // inside a try block, so LAMMPS's own exception is never caught here.
   delete impl;
   impl = nullptr;
+  const int cuda_device = device == qnn::Device::Cuda ? pick_cuda_device(lmp) : -1;
   qnn::Model model = qnn_plugin::read_model_all_ranks(lmp, model_path, "pair_style qnn");
   if (mode_arg.empty()) {
     try {
@@ -126,7 +171,14 @@ void PairQNN::settings(int narg, char **arg)
   std::string failure, summary;
   try {
     qnn::ensure_kokkos_initialized(nthreads);
-    impl->evaluator = qnn::make_evaluator(impl->model, mode, qnn::ExecSpace::OpenMP);
+#ifdef QNN_HAVE_CUDA
+    if (device == qnn::Device::Cuda)
+      impl->evaluator = qnn::cuda::make_cuda_evaluator(impl->model, mode, cuda_device);
+    else
+#else
+    (void) cuda_device;
+#endif
+      impl->evaluator = qnn::make_evaluator(impl->model, mode, qnn::ExecSpace::OpenMP);
     summary = qnn::describe(impl->model);
   } catch (const std::exception &e) {
     failure = e.what();

@@ -213,6 +213,49 @@ TEST(PluginHostile, RedefinitionWithOtherElementsDemandsPairCoeff) {
   }
 }
 
+// `device`: cpu runs as without the keyword; an unknown device, and cuda in a plugin built
+// without CUDA, stop pair_style with one error saying so. A plugin built with
+// -DQNN_ENABLE_CUDA=ON (compile this test with QNN_PLUGIN_HAS_CUDA there) loads the model on
+// the device, or says why no device is usable.
+TEST(PluginHostile, DeviceKeyword) {
+  const std::string good = shared_path("device.qnn");
+  write_shared(qnn::test::small_water_model(11, 6.0), good);
+  expect_lammps_error("pair_style qnn " + good + " device xyz",
+                      {"pair_style qnn: unknown device 'xyz'", "valid devices: cpu, cuda"});
+  expect_lammps_error("pair_style qnn " + good + " device", {"'device' needs a value (cpu or cuda)"});
+#ifndef QNN_PLUGIN_HAS_CUDA
+  expect_lammps_error("pair_style qnn " + good + " mode fp32 device cuda",
+                      {"pair_style qnn: device cuda: this qnnplugin.so was built without CUDA: rebuild with "
+                       "-DQNN_ENABLE_CUDA=ON"});
+#else
+  {
+    void* lmp = qnn::test::open_lammps(MPI_COMM_WORLD);
+    lammps_commands_string(lmp, kBox);
+    lammps_commands_string(lmp, ("pair_style qnn " + good + " mode fp32 device cuda").c_str());
+    const std::string msg = qnn::test::lammps_error(lmp);
+    EXPECT_TRUE(msg.empty() || msg.find("pair_style qnn: device cuda: no usable CUDA device on rank") != std::string::npos)
+        << msg;
+    lammps_close(lmp);
+  }
+#endif
+  double pe[2] = {NAN, NAN};
+  const char* style[2] = {"", " device cpu"};
+  for (int k = 0; k < 2; ++k) {
+    void* lmp = qnn::test::open_lammps(MPI_COMM_WORLD);
+    lammps_commands_string(lmp, ("units metal\natom_style atomic\natom_modify map array\nread_data " + water_data() +
+                                 "\npair_style qnn " + good + " mode fp32" + style[k] +
+                                 "\npair_coeff * * O H\nthermo_style custom step pe")
+                                    .c_str());
+    EXPECT_EQ(qnn::test::lammps_error(lmp), "");
+    pe[k] = run0_pe(lmp);
+    lammps_close(lmp);
+  }
+  EXPECT_TRUE(std::isfinite(pe[1]));
+  EXPECT_EQ(pe[1], pe[0]) << "device cpu is the default";
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (g_rank == 0) std::remove(good.c_str());
+}
+
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);

@@ -10,9 +10,9 @@ void register_eval(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_quantize(CLI::App& app);
 void register_sweep(CLI::App& app);
+void register_repulsion(CLI::App& app);
 #ifdef QNN_HAVE_HDF5
 void register_import(CLI::App& app);
-void register_repulsion(CLI::App& app);
 #endif
 #ifdef QNN_HAVE_TORCH
 void register_train(CLI::App& app);

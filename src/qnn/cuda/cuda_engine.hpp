@@ -20,6 +20,7 @@
 #include <string>
 
 #include "qnn/engine/compressed_engine.hpp"  // CompressedOptions, FitPrecision, grids
+#include "qnn/engine/evaluator.hpp"          // Evaluator, Mode
 #include "qnn/engine/exact_engine.hpp"       // EvalOptions, EvalResult
 #include "qnn/format/model.hpp"
 #include "qnn/graph/graph.hpp"
@@ -57,5 +58,11 @@ class CudaEngine {
  private:
   std::unique_ptr<Impl> impl_;
 };
+
+// The Evaluator of qnn::make_evaluator (evaluator.hpp) on CUDA device `device`: a CudaEngine
+// in mode fp32, weight-only, int8 or mixed, plus the model's repulsion (evaluated on the host,
+// as on the CPU). Throws qnn::Error when the file cannot run `mode` (mode_unsupported_reason),
+// for mode fp64 (CPU only), and when the device is not usable.
+std::unique_ptr<Evaluator> make_cuda_evaluator(const Model& m, Mode mode, int device = 0);
 
 }  // namespace qnn::cuda

@@ -1,4 +1,5 @@
-// Engine v2 driver: packs the model (table, fitting layers in fp32 and int8), splits the
+// Engine v2 driver: lays the packed model (packed_model.hpp: table, statistics, fitting layers
+// in fp32 and int8, checked once for every back end) out for the block kernel, splits the
 // centres into blocks of one species, runs the block kernel on the host execution space
 // (Kokkos team policy, per-thread scratch) and converts the fixed-point sums to results.
 //
@@ -22,7 +23,7 @@
 #include "qnn/kernels/block_kernel.hpp"
 #include "qnn/error.hpp"
 #include "qnn/kernels/int_gemm.hpp"
-#include "qnn/quant/layer_exec.hpp"
+#include "qnn/engine/packed_model.hpp"
 
 namespace qnn {
 
@@ -142,96 +143,58 @@ CompressedEngine::CompressedEngine(const Model& model, const CompressedOptions& 
   I.model = model;
   I.opt = opt;
   I.space = space;
-  const Model& m = I.model;
-  const int S = m.nspecies();
-  if (S <= 0) throw Error("model: no species");
-  if (m.m1() <= 0 || m.axis_neuron <= 0 || m.axis_neuron > m.m1())
-    throw Error("model: needs 0 < axis_neuron <= last embedding width");
-  if (!(m.rcut_smth >= 0.0 && m.rcut_smth < m.rcut)) throw Error("model: needs 0 <= rcut_smth < rcut");
-  if (!(m.neighbor_norm > 0.0)) throw Error("model: neighbor_norm must be positive");
+  // The checks and the numbers are those of packed_model.hpp (shared with the CUDA engine);
+  // here they go into labelled Views, padded for the block kernel, with packed int8 panels.
+  PackedModel pm = pack_model(I.model, opt);
+  const int S = pm.S;
   const std::size_t SS = static_cast<std::size_t>(S) * S;
-  if (m.embed.size() != static_cast<std::size_t>(m.n_embed_nets()) || m.fit.size() != static_cast<std::size_t>(S) ||
-      m.mean_s.size() != SS || m.std_s.size() != SS || m.std_r.size() != SS ||
-      m.energy_bias.size() != static_cast<std::size_t>(S))
-    throw Error("model: needs one embedding and fitting net and statistics per species");
-  I.table = EmbeddingTable(m, opt.table);
 
   v2::ModelArgs& A = I.margs;
   A.S = S;
-  A.m1 = m.m1();
-  A.m1p = I.table.m1_padded();
-  A.m2 = m.axis_neuron;
-  A.k0 = A.m1 * A.m2;
+  A.m1 = pm.m1;
+  A.m1p = pm.m1p;
+  A.m2 = pm.m2;
+  A.k0 = pm.k0;
   A.k0_p = pad_cols(A.k0);
-  A.rc = m.rcut;
-  A.rs = m.rcut_smth;
-  A.inv_nc = 1.0 / m.neighbor_norm;
+  A.rc = pm.rc;
+  A.rs = pm.rs;
+  A.inv_nc = pm.inv_nc;
   I.mean_s = make_view<double>("qnn:v2_mean_s", SS);
   I.inv_std_s = make_view<double>("qnn:v2_inv_std_s", SS);
   I.inv_std_r = make_view<double>("qnn:v2_inv_std_r", SS);
-  double max_inv = 0.0;
   for (std::size_t p = 0; p < SS; ++p) {
-    if (!(m.std_s[p] > 0.0) || !(m.std_r[p] > 0.0))
-      throw Error("model: std_s and std_r must be positive");
-    I.mean_s(p) = m.mean_s[p];
-    I.inv_std_s(p) = 1.0 / m.std_s[p];
-    I.inv_std_r(p) = 1.0 / m.std_r[p];
-    max_inv = std::max({max_inv, I.inv_std_s(p), I.inv_std_r(p)});
+    I.mean_s(p) = pm.mean_s[p];
+    I.inv_std_s(p) = pm.inv_std_s[p];
+    I.inv_std_r(p) = pm.inv_std_r[p];
   }
   A.mean_s = I.mean_s.data();
   A.inv_std_s = I.inv_std_s.data();
   A.inv_std_r = I.inv_std_r.data();
   I.zones = make_view<v2::TableZone>("qnn:v2_table_zones", S);
   for (int a = 0; a < S; ++a) {
-    const auto z = I.table.zones(a);
+    const PackedZone& z = pm.zones[static_cast<std::size_t>(a)];
     I.zones(a) = {z.lo, z.inv_h1, z.mid, z.inv_h2, z.n1, z.n2};
   }
   A.zones = I.zones.data();
-  {
-    const std::size_t ncoef = static_cast<std::size_t>(I.table.ntables()) * I.table.intervals() * 6 * A.m1p;
-    I.coef = make_view<float>("qnn:v2_table_coefficients", ncoef);
-    std::memcpy(I.coef.data(), I.table.coefficients(0, 0), ncoef * sizeof(float));
-    if (reinterpret_cast<std::uintptr_t>(I.coef.data()) % 64 != 0)
-      throw Error("engine: the table's View is not 64-byte aligned");
-  }
+  I.coef = make_view<float>("qnn:v2_table_coefficients", pm.ncoef());
+  std::memcpy(I.coef.data(), pm.coef(), pm.ncoef() * sizeof(float));
+  if (reinterpret_cast<std::uintptr_t>(I.coef.data()) % 64 != 0)
+    throw Error("engine: the table's View is not 64-byte aligned");
   A.coef = I.coef.data();
-  A.coef_centre_stride = m.type_one_side ? 0 : static_cast<std::size_t>(I.table.coefficients(S, 0) - I.table.coefficients(0, 0));
-  A.s_fast = switched_inverse(opt.table.r_fine, m.rcut_smth, m.rcut);
-  // Fixed-point scale of the descriptor terms: every fast-path |G·R̂| stays below 2^27 units
-  // (with env_mat "deepmd" R̂₀ = ŝ = (s − mean_s)/std_s).
-  double max_mean = 0.0;
-  if (m.deepmd_env_mat())
-    for (double v : m.mean_s) max_mean = std::max(max_mean, std::abs(v));
-  const double bound = 1.05 * I.table.max_abs_value() * max_inv * (A.s_fast + max_mean);
-  if (!(bound > 0.0) || !std::isfinite(bound))
-    throw Error("model: the descriptor's range is not finite (embedding or statistics)");
-  A.t_scale = std::ldexp(1.0, static_cast<int>(std::floor(std::log2(0x1p27 / bound))));
-  A.deepmd = m.deepmd_env_mat();
+  A.coef_centre_stride = pm.coef_centre_stride;
+  A.s_fast = pm.s_fast;
+  A.t_scale = pm.t_scale;
+  A.deepmd = pm.deepmd;
   if (A.deepmd) {
-    // The empty-slot term of every (centre, neighbour) pair from the table itself, so that a
-    // neighbour leaving the cutoff (ŝ → ŝ₀) and the slot it frees add the same amount.
-    if (m.sel.size() != static_cast<std::size_t>(S)) throw Error("model: env_mat 'deepmd' needs sel for every species");
     I.sel = make_view<int>("qnn:v2_sel", S);
-    for (int a = 0; a < S; ++a) I.sel(a) = m.sel[a];
-    const int P = A.m1p;
-    I.pad64 = make_view<std::int64_t>("qnn:v2_empty_slot_terms", SS * static_cast<std::size_t>(P));
-    std::vector<double> g(static_cast<std::size_t>(P)), dg(static_cast<std::size_t>(P));
-    for (int c = 0; c < S; ++c)
-      for (int a = 0; a < S; ++a) {
-        const std::size_t p = static_cast<std::size_t>(c) * S + a;
-        const double s0 = -m.mean_s[p] * I.inv_std_s(p);
-        I.table.evaluate(m.embed_index(c, a), s0, g.data(), dg.data());
-        for (int k = 0; k < A.m1; ++k) {
-          const double v = std::trunc(g[static_cast<std::size_t>(k)] * s0 * A.t_scale);
-          if (!(std::abs(v) < 0x1p40)) throw Error("model: the empty-slot term of env_mat 'deepmd' is out of range");
-          I.pad64(p * P + static_cast<std::size_t>(k)) = static_cast<std::int64_t>(v);
-        }
-      }
+    for (int a = 0; a < S; ++a) I.sel(a) = pm.sel[static_cast<std::size_t>(a)];
+    I.pad64 = make_view<std::int64_t>("qnn:v2_empty_slot_terms", pm.pad64.size());
+    std::memcpy(I.pad64.data(), pm.pad64.data(), pm.pad64.size() * sizeof(std::int64_t));
     A.sel = I.sel.data();
     A.pad64 = I.pad64.data();
   }
 
-  // ---- fitting nets
+  // ---- fitting nets: padded (kColPad) fp32 panels, packed int8 B panels
   I.layers.resize(S);
   I.klayers.resize(S);
   I.w_out.resize(S);
@@ -241,28 +204,12 @@ CompressedEngine::CompressedEngine(const Model& model, const CompressedOptions& 
   A.max_out_p = v2::kColPad;
   A.max_layers = 0;
   for (int c = 0; c < S; ++c) {
-    const auto& Ls = m.fit[c].layers;
-    const std::string sp = m.species[c];
-    if (Ls.empty()) throw Error("model: fitting net " + sp + " has no layers");
-    const DenseLayer& last = Ls.back();
-    if (last.out != 1 || last.activation != Activation::Linear || last.residual != Residual::None)
-      throw Error("model: fitting net " + sp + " must end in a linear layer with one output");
-    const int nh = static_cast<int>(Ls.size()) - 1;
+    const PackedNet& pn = pm.nets[static_cast<std::size_t>(c)];
+    const int nh = static_cast<int>(pn.layers.size());
     A.max_layers = std::max(A.max_layers, nh);
     I.layers[c].resize(nh);
-    int prev = A.k0;
     for (int l = 0; l < nh; ++l) {
-      const DenseLayer& d = Ls[l];
-      const std::string name = "fitting net " + sp + " layer " + std::to_string(l);
-      if (d.in != prev || d.out <= 0 || d.weight.size() != std::size_t(d.in) * d.out ||
-          d.bias.size() != std::size_t(d.out))
-        throw Error("model: " + name + " has inconsistent shapes");
-      const bool res_ok = d.residual == Residual::None ||
-                          (d.residual == Residual::Identity && d.out == d.in) ||
-                          (d.residual == Residual::Doubling && d.out == 2 * d.in) ||
-                          (d.residual == Residual::Timestep && d.out == d.in &&
-                           d.dt.size() == std::size_t(d.out));
-      if (!res_ok) throw Error("model: " + name + ": residual does not fit its shape");
+      const PackedLayer& d = pn.layers[static_cast<std::size_t>(l)];
       Impl::Layer& P = I.layers[c][l];
       const int inp = pad_cols(d.in), outp = pad_cols(d.out);
       A.max_width_p = std::max({A.max_width_p, inp, outp});
@@ -271,89 +218,57 @@ CompressedEngine::CompressedEngine(const Model& model, const CompressedOptions& 
       P.wt = make_view<float>("qnn:v2_fit_wt", std::size_t(d.out) * inp);
       for (int k = 0; k < d.in; ++k)
         for (int o = 0; o < d.out; ++o) {
-          const float w = static_cast<float>(d.weight[std::size_t(k) * d.out + o]);
-          P.w(std::size_t(k) * outp + o) = w;
-          P.wt(std::size_t(o) * inp + k) = w;
+          P.w(std::size_t(k) * outp + o) = d.w[std::size_t(k) * d.out + o];
+          P.wt(std::size_t(o) * inp + k) = d.wt[std::size_t(o) * d.in + k];
         }
       P.b = make_view<float>("qnn:v2_fit_b", outp);
-      for (int o = 0; o < d.out; ++o) P.b(o) = static_cast<float>(d.bias[o]);
-      if (d.residual == Residual::Timestep) {
+      for (int o = 0; o < d.out; ++o) P.b(o) = d.b[std::size_t(o)];
+      if (!d.dt.empty()) {
         P.dt = make_view<float>("qnn:v2_fit_dt", outp);
-        for (int o = 0; o < d.out; ++o) P.dt(o) = static_cast<float>(d.dt[o]);
+        for (int o = 0; o < d.out; ++o) P.dt(o) = d.dt[std::size_t(o)];
       }
-      // int8 execution of this layer?
-      bool int8 = false, integer = false;
-      if (opt.fit != FitPrecision::Float) {
-        const LayerExec ex = layer_exec(d, opt.fit == FitPrecision::Int8, name);
-        integer = ex == LayerExec::Integer;
-        int8 = integer && d.quant.weight_bits <= 8 && d.quant.act_bits <= 8;
-      }
-      std::string label = "fp32";
-      if (d.quant.weight_bits != 0 && !int8) label = "w" + std::to_string(d.quant.weight_bits) + "-fp32";
-      if (integer && !int8) {
-        label = "w" + std::to_string(d.quant.weight_bits) + "a" + std::to_string(d.quant.act_bits) + "-fp32";
-        if (!(d.quant.act_scale > 0.0f) || !std::isfinite(d.quant.act_scale) || d.quant.act_bits > 24)
-          throw Error("model: " + name + ": activation scale must be positive and finite, at most 24 bits");
-        P.fake_quant = true;
-      }
-      if (int8) {
-        const QuantSpec& q = d.quant;
-        if (!(q.act_scale > 0.0f) || !std::isfinite(q.act_scale))
-          throw Error("model: " + name + ": activation scale must be positive and finite");
+      P.fake_quant = d.kind == PackedLayer::FakeQuant;
+      if (d.kind == PackedLayer::Int8) {
         P.zscale = make_view<float>("qnn:v2_fit_zscale", outp);
         P.wscale = make_view<float>("qnn:v2_fit_wscale", outp);
-        P.wq = make_view<std::int8_t>("qnn:v2_fit_wq", std::size_t(d.in) * d.out);
         for (int o = 0; o < d.out; ++o) {
-          const double sw = q.weight_scale.size() == 1 ? q.weight_scale[0] : q.weight_scale.at(o);
-          if (!(sw > 0.0) || !std::isfinite(sw))
-            throw Error("model: " + name + ": weight scales must be positive and finite");
-          P.wscale(o) = static_cast<float>(sw);
-          P.zscale(o) = static_cast<float>(static_cast<double>(q.act_scale) * sw);
+          P.zscale(o) = d.zscale[std::size_t(o)];
+          P.wscale(o) = d.wscale[std::size_t(o)];
         }
-        for (std::size_t k = 0; k < d.weight.size(); ++k) {
-          const double sw = P.wscale(k % d.out);
-          const double v = std::round(d.weight[k] / sw);
-          if (std::abs(v) > 127.0 || std::abs(d.weight[k] - v * sw) > 1e-6 * sw)
-            throw Error("model: " + name + ": weights are not 8-bit multiples of their scales");
-          P.wq(k) = static_cast<std::int8_t>(v);
-        }
+        P.wq = make_view<std::int8_t>("qnn:v2_fit_wq", d.wq.size());
+        std::memcpy(P.wq.data(), d.wq.data(), d.wq.size());
         P.pk = igemm::PackedB(P.wq.data(), d.in, d.out, d.out, igemm::BLayout::kKN);
         P.pkt = igemm::PackedB(P.wq.data(), d.out, d.in, d.out, igemm::BLayout::kNK);
         P.int8 = true;
-        label = "int8";
       }
-      I.layer_labels[c] += (l ? " " : "") + label;
-      prev = d.out;
     }
-    if (last.in != prev || last.weight.size() != std::size_t(prev) || last.bias.size() != 1)
-      throw Error("model: fitting net " + sp + ": output layer has inconsistent shapes");
-    I.w_out[c] = make_view<float>("qnn:v2_fit_w_out", pad_cols(prev));
-    for (int k = 0; k < prev; ++k) I.w_out[c](k) = static_cast<float>(last.weight[k]);
-    I.layer_labels[c] += std::string(nh ? " " : "") + "fp64-out";
+    I.w_out[c] = make_view<float>("qnn:v2_fit_w_out", pad_cols(static_cast<int>(pn.w_out.size())));
+    for (std::size_t k = 0; k < pn.w_out.size(); ++k) I.w_out[c](k) = pn.w_out[k];
+    I.layer_labels[c] = pn.label;
   }
   // kernel views (after every vector has its final address)
   for (int c = 0; c < S; ++c) {
-    const auto& Ls = m.fit[c].layers;
+    const PackedNet& pn = pm.nets[static_cast<std::size_t>(c)];
     const int nh = static_cast<int>(I.layers[c].size());
     I.klayers[c] = make_view<FitLayer>("qnn:v2_fit_layers", nh);
     for (int l = 0; l < nh; ++l) {
-      const DenseLayer& d = Ls[l];
+      const PackedLayer& d = pn.layers[static_cast<std::size_t>(l)];
       Impl::Layer& P = I.layers[c][l];
       FitLayer& K = I.klayers[c](l);
       K.in = d.in;
       K.out = d.out;
       K.in_p = pad_cols(d.in);
       K.out_p = pad_cols(d.out);
-      K.residual = static_cast<int>(d.residual);
-      K.tanh = d.activation == Activation::Tanh ? 1 : 0;
+      K.residual = d.residual;
+      K.tanh = d.tanh;
       K.w = P.w.data();
       K.wt = P.wt.data();
       K.b = P.b.data();
       K.dt = P.dt.extent(0) == 0 ? nullptr : P.dt.data();
-      if (P.int8 || P.fake_quant) {
-        K.act_scale = d.quant.act_scale;
-        K.inv_act_scale = 1.0f / d.quant.act_scale;
-        K.qmax_a = static_cast<float>((1 << (d.quant.act_bits - 1)) - 1);
+      if (d.kind != PackedLayer::Float) {
+        K.act_scale = d.act_scale;
+        K.inv_act_scale = d.inv_act_scale;
+        K.qmax_a = d.qmax_a;
         K.fake_quant = P.fake_quant;
       }
       if (P.int8) {
@@ -367,10 +282,11 @@ CompressedEngine::CompressedEngine(const Model& model, const CompressedOptions& 
     N.nlayers = nh;
     N.layers = I.klayers[c].data();
     N.w_out = I.w_out[c].data();
-    N.b_out = Ls.back().bias[0] + m.energy_bias[c];
+    N.b_out = pn.b_out;
   }
   A.fit = I.nets.data();
   I.scratch = v2::scratch_bytes(A);
+  I.table = std::move(pm.table);
 
   // ---- kernel path, from the same switch as the integer GEMMs ($QNN_ISA)
   const igemm::Isa isa = igemm::active_isa();

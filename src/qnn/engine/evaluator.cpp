@@ -33,6 +33,22 @@ Mode parse_mode(const std::string& s) {
 
 Mode default_mode(const Model& m) { return parse_mode(m.default_mode); }
 
+const char* to_string(Device d) { return d == Device::Cuda ? "cuda" : "cpu"; }
+
+Device parse_device(const std::string& s) {
+  if (s == "cpu") return Device::Cpu;
+  if (s == "cuda") return Device::Cuda;
+  throw Error("unknown device '" + s + "'; valid devices: cpu, cuda");
+}
+
+CompressedOptions compressed_options(Mode mode) {
+  CompressedOptions o;
+  o.fit = mode == Mode::Int8    ? FitPrecision::Int8
+          : mode == Mode::Mixed ? FitPrecision::Mixed
+                                : FitPrecision::Float;
+  return o;
+}
+
 namespace {
 
 bool any_layer(const Model& m, bool (*pred)(const DenseLayer&)) {
@@ -113,7 +129,7 @@ class FloatEvaluator final : public Evaluator {
 class CompressedEvaluator final : public Evaluator {
  public:
   CompressedEvaluator(const Model& m, Mode mode, ExecSpace space)
-      : engine_(m, options(mode), space), mode_(mode) {}
+      : engine_(m, compressed_options(mode), space), mode_(mode) {}
   void compute(const NeighborGraph& g, EvalResult& out, const EvalOptions& opt) override {
     engine_.compute(g, out, opt);
   }
@@ -124,13 +140,6 @@ class CompressedEvaluator final : public Evaluator {
   }
 
  private:
-  static CompressedOptions options(Mode mode) {
-    CompressedOptions o;
-    o.fit = mode == Mode::Int8    ? FitPrecision::Int8
-            : mode == Mode::Mixed ? FitPrecision::Mixed
-                                  : FitPrecision::Float;
-    return o;
-  }
   CompressedEngine engine_;
   Mode mode_;
 };
@@ -170,7 +179,11 @@ std::unique_ptr<Evaluator> make_evaluator(const Model& m, Mode mode, ExecSpace s
   std::unique_ptr<Evaluator> net;
   if (mode == Mode::FP64) net = std::make_unique<FloatEvaluator<double>>(m, mode, space);
   else net = std::make_unique<CompressedEvaluator>(m, mode, space);
-  if (!m.repulsion.enabled()) return net;
+  return with_repulsion(std::move(net));
+}
+
+std::unique_ptr<Evaluator> with_repulsion(std::unique_ptr<Evaluator> net) {
+  if (!net->model().repulsion.enabled()) return net;
   return std::make_unique<WithRepulsion>(std::move(net));
 }
 

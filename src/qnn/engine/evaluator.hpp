@@ -35,6 +35,21 @@ class Evaluator {
   virtual std::string describe() const = 0;
 };
 
+// Where an evaluator runs. Cpu: make_evaluator below. Cuda: qnn::cuda::make_cuda_evaluator
+// (src/qnn/cuda/cuda_engine.hpp), which exists only in builds with -DQNN_ENABLE_CUDA=ON (the
+// targets that link qnn_cuda see QNN_HAVE_CUDA); qnn_core itself never depends on CUDA.
+enum class Device { Cpu, Cuda };
+const char* to_string(Device d);            // "cpu", "cuda"
+Device parse_device(const std::string& s);  // throws qnn::Error naming the valid devices
+
+struct CompressedOptions;  // compressed_engine.hpp
+// Engine v2's options for a mode other than fp64 (which fitting layers run int8), on any device.
+CompressedOptions compressed_options(Mode mode);
+// `net` with the model's short-range repulsion added when the model has one (the same
+// double-precision pair term on every device and in every mode), else `net` itself. For
+// evaluators made outside make_evaluator (make_cuda_evaluator).
+std::unique_ptr<Evaluator> with_repulsion(std::unique_ptr<Evaluator> net);
+
 // Throws qnn::Error (with mode_unsupported_reason) when the file cannot run `mode`.
 // fp32 on a quantized file runs the float engine on the weights as the file stores them
 // (q * scale, i.e. numerically the weight-only model): a quantized file does not keep the
