@@ -68,7 +68,6 @@ inline Model quantize_minmax(const Model& fp, const std::vector<NeighborGraph>& 
         DenseLayer& L = layers[l];
         if (wb == 0) {
           all8 = false;
-          L.quant.mode = "fp32";
           continue;
         }
         quantize_weights(L, wb, per_channel);
@@ -76,10 +75,8 @@ inline Model quantize_minmax(const Model& fp, const std::vector<NeighborGraph>& 
           L.quant.act_bits = ab;
           const double amax = std::max(tap.in_max[{f, n, l}], 1e-6);
           L.quant.act_scale = static_cast<float>(amax / (std::pow(2.0, ab - 1) - 1));
-          L.quant.mode = (wb <= 8 && ab <= 8) ? "int8" : "int16";
           all8 = all8 && wb <= 8 && ab <= 8;
         } else {
-          L.quant.mode = "weight-only";
           all8 = false;
         }
         if (f == 0 && l + 1 == static_cast<int>(layers.size()))

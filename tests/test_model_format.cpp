@@ -138,7 +138,6 @@ TEST(ModelFormat, PerChannelQuantMetadataRoundTripsExactly) {
   auto& L = m.fit[0].layers[1];
   L.quant.weight_bits = 8;
   L.quant.act_bits = 8;
-  L.quant.mode = "int8";
   L.quant.act_scale = 0.0123f;
   L.quant.weight_scale.resize(static_cast<std::size_t>(L.out));
   for (int c = 0; c < L.out; ++c) L.quant.weight_scale[static_cast<std::size_t>(c)] = 0.001f * static_cast<float>(c + 1);
@@ -153,7 +152,7 @@ TEST(ModelFormat, PerChannelQuantMetadataRoundTripsExactly) {
   const auto& R = r.fit[0].layers[1];
   EXPECT_EQ(R.quant.weight_bits, 8);
   EXPECT_EQ(R.quant.act_bits, 8);
-  EXPECT_EQ(R.quant.mode, "int8");
+  EXPECT_EQ(R.quant.label(), "int8");  // the file's "mode" key is derived from the bits
   EXPECT_EQ(R.quant.act_scale, 0.0123f);
   EXPECT_EQ(R.quant.weight_scale, L.quant.weight_scale);
   EXPECT_EQ(R.weight, L.weight);

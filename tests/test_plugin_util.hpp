@@ -14,7 +14,6 @@ inline Model quantize_weight_only(Model m) {
     for (Net& net : *fam)
       for (DenseLayer& L : net.layers) {
         L.quant.weight_bits = 8;
-        L.quant.mode = "weight-only";
         L.quant.weight_scale.assign(static_cast<std::size_t>(L.out), 1.0f);
         for (int o = 0; o < L.out; ++o) {
           double mx = 0;

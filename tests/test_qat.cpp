@@ -267,7 +267,7 @@ TEST(QatModule, ExportPutsWeightsOnTheGridAndReadsBack) {
         // The same plan.
         EXPECT_EQ(L.quant.weight_bits, p.weight_bits);
         EXPECT_EQ(L.quant.act_bits, p.act_bits);
-        EXPECT_EQ(L.quant.mode, p.mode);
+        EXPECT_EQ(L.quant.label(), p.label());
         EXPECT_EQ(L.quant.weight_scale.size(), p.weight_scale.size());
         // The learned scales, as float32.
         torch::Tensor ws = torch::exp(T.fq.log_weight_scale.detach()).to(torch::kFloat32).contiguous();

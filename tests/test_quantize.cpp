@@ -319,7 +319,7 @@ TEST(ApplyPlan, ScalesModesAndExactFileRoundTrip) {
     const QuantSpec& s = L.quant;
     EXPECT_EQ(s.weight_bits, plan.layers[i].weight_bits);
     EXPECT_EQ(s.act_bits, plan.layers[i].act_bits);
-    EXPECT_EQ(s.mode, layer_mode(plan.layers[i]));
+    EXPECT_EQ(s.label(), layer_mode(plan.layers[i]));
     ASSERT_EQ(s.weight_scale.size(), static_cast<std::size_t>(L.out));  // per channel
     if (s.act_bits) {
       // minmax: the observer saw values up to i + 1.
@@ -351,7 +351,7 @@ TEST(ApplyPlan, ScalesModesAndExactFileRoundTrip) {
     EXPECT_EQ(a.weight_scale, b.weight_scale) << ref.name;
     EXPECT_EQ(a.act_scale, b.act_scale) << ref.name;
     EXPECT_EQ(a.out_scale, b.out_scale) << ref.name;
-    EXPECT_EQ(a.mode, b.mode) << ref.name;
+    EXPECT_EQ(a.label(), b.label()) << ref.name;
     EXPECT_EQ(layer_of(q, ref).weight, layer_of(r, ref).weight) << ref.name;
   }
 
@@ -688,15 +688,15 @@ TEST(QuantCommon, RmsErrorSumsOneAtATimeOrInParts) {
   EXPECT_DOUBLE_EQ(b.rms(1000), a.rms(1000));
 }
 
-TEST(Precision, SetLayerBitsWritesTheDerivedModeName) {
+TEST(Precision, SetLayerBitsGivesTheDerivedModeName) {
   QuantSpec q;
   set_layer_bits(q, {8, 8});
-  EXPECT_EQ(q.mode, "int8");
+  EXPECT_EQ(q.label(), "int8");
   EXPECT_EQ(layer_bits(q), (LayerBits{8, 8}));
   set_layer_bits(q, {16, 0});
-  EXPECT_EQ(q.mode, "weight-only");
+  EXPECT_EQ(q.label(), "weight-only");
   set_layer_bits(q, {0, 0});
-  EXPECT_EQ(q.mode, "");
+  EXPECT_EQ(q.label(), "");
   EXPECT_FALSE(q.quantized());
   EXPECT_THROW(set_layer_bits(q, {0, 8}), Error);
 }

@@ -236,6 +236,41 @@ void expect_config_error(const json& j, const std::string& needle) {
   }
 }
 
+// Issue 17: a written model records paths relative to the config and a checksum of each data
+// set, not the machine's absolute paths.
+TEST_F(TrainTest, ProvenanceRecordsRelativePathsAndDataChecksums) {
+  json j = tiny_config(data_->path() / "out");
+  j["data"]["systems"] = {"train"};
+  j["data"]["validation_systems"] = {"val"};
+  j["output"]["dir"] = "out";
+  const lt::TrainConfig cfg = lt::TrainConfig::from_json(j, data_->path().string(), "cfg.json");
+  EXPECT_EQ(cfg.systems.front(), (data_->path() / "train").lexically_normal().string());  // used absolute
+  const json p = cfg.provenance_json();
+  EXPECT_EQ(p["data"]["systems"], json::array({"train"}));
+  EXPECT_EQ(p["data"]["validation_systems"], json::array({"val"}));
+  EXPECT_EQ(p["output"]["dir"], "out");
+  const std::string dump = p.dump();
+  EXPECT_EQ(dump.find(data_->path().string()), std::string::npos) << dump;
+  const std::string ck = p["data_checksums"]["train"].get<std::string>();
+  EXPECT_EQ(ck.rfind("crc32:", 0), 0u) << ck;
+  EXPECT_EQ(ck, qnn::dataset_checksum((data_->path() / "train").string()));
+  EXPECT_NE(ck, p["data_checksums"]["val"].get<std::string>());
+  // The checksum follows the content, not the path: a copy has it, a changed byte does not.
+  TempDir copy;
+  std::filesystem::copy(data_->path() / "train", copy.path() / "train", std::filesystem::copy_options::recursive);
+  EXPECT_EQ(qnn::dataset_checksum((copy.path() / "train").string()), ck);
+  {
+    std::fstream f(copy.path() / "train" / "type.raw", std::ios::in | std::ios::out | std::ios::binary);
+    char c = 0;
+    f.read(&c, 1);
+    f.seekp(0);
+    c = static_cast<char>(c == '0' ? '1' : '0');
+    f.write(&c, 1);
+  }
+  EXPECT_NE(qnn::dataset_checksum((copy.path() / "train").string()), ck);
+  EXPECT_THROW(qnn::dataset_checksum((copy.path() / "missing").string()), qnn::Error);
+}
+
 TEST(TrainConfig, DefaultsAndPaths) {
   const json j = {{"model", {{"sel", {46, 92}}}}, {"data", {{"systems", {"data/a", "/abs/b"}}}}, {"_comment", "ignored"}};
   lt::TrainConfig c = lt::TrainConfig::from_json(j, "/base", "cfg.json");

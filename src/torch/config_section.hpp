@@ -149,4 +149,13 @@ inline std::string resolve(const std::string& base, const std::string& p) {
   return out;
 }
 
+// `p` relative to `base` (for provenance: no machine paths in a written model); `p` itself when
+// base is empty or p has no relative form.
+inline std::string relative_to(const std::string& base, const std::string& p) {
+  namespace fs = std::filesystem;
+  if (base.empty()) return p;
+  const fs::path rel = fs::path(p).lexically_normal().lexically_relative(fs::path(base).lexically_normal());
+  return rel.empty() ? p : rel.generic_string();
+}
+
 }  // namespace qnn::libtorch::config

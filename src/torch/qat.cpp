@@ -264,6 +264,7 @@ QatConfig::QatConfig() {
 
 QatConfig QatConfig::from_json(const json& j, const std::string& base_dir, const std::string& where) {
   QatConfig c;
+  c.train.base_dir = base_dir;
   config::Section root(&j, "", where);
   config::Section m = root.section("model");
   c.fp32_model = m.string("fp32", "");
@@ -369,9 +370,16 @@ TrainResult qat(const QatConfig& cfg_in, const TrainOptions& opt) {
   sig["qat"] = cfg.to_json()["model"];
   sig["qat"]["quantization"] = cfg.to_json()["quantization"];
   spec.signature = sig;
-  spec.provenance = {{"config", cfg.to_json()},
-                     {"fp32_model", cfg.fp32_model},
-                     {"init_model", cfg.init_model},
+  json pconfig = cfg.train.provenance_json();
+  pconfig.erase("model");
+  pconfig["model"] = {{"fp32", config::relative_to(cfg.train.base_dir, cfg.fp32_model)},
+                      {"init", config::relative_to(cfg.train.base_dir, cfg.init_model)},
+                      {"precision", cfg.precision}};
+  pconfig["quantization"] = cfg.to_json()["quantization"];
+  pconfig["data"].erase("stat_frames");
+  spec.provenance = {{"config", pconfig},
+                     {"fp32_model", config::relative_to(cfg.train.base_dir, cfg.fp32_model)},
+                     {"init_model", config::relative_to(cfg.train.base_dir, cfg.init_model)},
                      {"init_provenance", plan.provenance}};
   const std::string sd = plan.provenance.value("storage_dtype", std::string());
   spec.storage_dtype = cfg.train.storage_dtype != "auto" ? cfg.train.storage_dtype

@@ -410,6 +410,7 @@ void parse_training_sections(Section& root, TrainConfig& c, const std::string& b
 
 TrainConfig TrainConfig::from_json(const json& j, const std::string& base_dir, const std::string& where) {
   TrainConfig c;
+  c.base_dir = base_dir;
   constexpr double kInf = std::numeric_limits<double>::infinity();
   constexpr long long kIntMax = std::numeric_limits<int>::max();
   Section root(&j, "", where);
@@ -484,6 +485,22 @@ json TrainConfig::to_json() const {
         {"plot", plot_file},
         {"storage_dtype", storage_dtype}}},
   };
+}
+
+json TrainConfig::provenance_json() const {
+  json j = to_json();
+  json checksums = json::object();
+  for (const char* key : {"systems", "validation_systems"}) {
+    json rel = json::array();
+    for (const std::string& s : j["data"][key].get<std::vector<std::string>>()) {
+      rel.push_back(config::relative_to(base_dir, s));
+      checksums[rel.back().get<std::string>()] = dataset_checksum(s);
+    }
+    j["data"][key] = rel;
+  }
+  j["output"]["dir"] = config::relative_to(base_dir, output_dir);
+  j["data_checksums"] = checksums;
+  return j;
 }
 
 std::string TrainConfig::output_path(const std::string& file) const { return resolve(output_dir, file); }
@@ -811,7 +828,7 @@ TrainResult train(const TrainConfig& cfg_in, const TrainOptions& opt) {
   spec.command = "qnn train";
   spec.param_groups.push_back({module->parameters(), 1.0});
   spec.signature = resume_signature(cfg);
-  spec.provenance = {{"config", cfg.to_json()}};
+  spec.provenance = {{"config", cfg.provenance_json()}};
   spec.storage_dtype = cfg.storage_dtype != "auto" ? cfg.storage_dtype : (cfg.precision == "float" ? "f32" : "f64");
   spec.export_model = [](Se2aModule& m) { return m->to_model(); };
   spec.setup_s = std::chrono::duration<double>(Clock::now() - t_setup).count();

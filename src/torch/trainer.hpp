@@ -65,7 +65,11 @@ struct TrainConfig {
   // Parses and validates a config; unknown keys, wrong types and out-of-range values throw
   // qnn::Error naming the key. `where` prefixes messages (usually the file name).
   static TrainConfig from_json(const nlohmann::json& j, const std::string& base_dir, const std::string& where);
-  nlohmann::json to_json() const;            // every key, defaults filled in
+  nlohmann::json to_json() const;            // every key, defaults filled in (paths absolute)
+  // What a written model records: to_json() with every path relative to the config file's
+  // directory (no machine paths), and "data_checksums": {system: dataset_checksum}.
+  nlohmann::json provenance_json() const;
+  std::string base_dir;                      // the config file's directory (from_json)
   std::string output_path(const std::string& file) const;  // output_dir / file
 };
 

@@ -28,7 +28,6 @@ int main(int argc, char** argv) {
       for (qnn::DenseLayer& L : net.layers) {
         L.quant.act_bits = 8;
         L.quant.act_scale = 0.01f;
-        L.quant.mode = "int8";
         L.quant.weight_zero_point.assign(L.quant.weight_scale.size(), 0);
       }
   q.embed[0].layers.back().quant.out_scale = 0.02f;

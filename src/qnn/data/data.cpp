@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+
+#include <zlib.h>
 
 #include <xtensor/xarray.hpp>
 #include <xtensor/xnpy.hpp>
@@ -263,6 +266,33 @@ std::vector<std::string> collect_species(const std::vector<std::string>& dirs) {
     }
   }
   return names;
+}
+
+std::string dataset_checksum(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) throw Error("data checksum: " + dir + " is not a directory");
+  std::vector<std::string> files;
+  for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::follow_directory_symlink, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
+    if (it->is_regular_file(ec)) files.push_back(fs::relative(it->path(), dir, ec).generic_string());
+  if (ec) throw Error("data checksum: cannot list " + dir + ": " + ec.message());
+  std::sort(files.begin(), files.end());
+  uLong crc = crc32(0L, Z_NULL, 0);
+  std::vector<char> buf(1 << 16);
+  for (const std::string& f : files) {
+    crc = crc32(crc, reinterpret_cast<const Bytef*>(f.c_str()), static_cast<uInt>(f.size() + 1));
+    std::ifstream in(fs::path(dir) / f, std::ios::binary);
+    if (!in) throw Error("data checksum: cannot read " + (fs::path(dir) / f).string());
+    while (in) {
+      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+      const std::streamsize n = in.gcount();
+      if (n > 0) crc = crc32(crc, reinterpret_cast<const Bytef*>(buf.data()), static_cast<uInt>(n));
+    }
+    if (in.bad()) throw Error("data checksum: cannot read " + (fs::path(dir) / f).string());
+  }
+  char hex[16];
+  std::snprintf(hex, sizeof hex, "%08lx", static_cast<unsigned long>(crc & 0xffffffffUL));
+  return std::string("crc32:") + hex;
 }
 
 }  // namespace qnn

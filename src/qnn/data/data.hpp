@@ -48,4 +48,10 @@ std::vector<System> read_systems(const std::vector<std::string>& dirs,
 // (only the types that type.raw actually uses).
 std::vector<std::string> collect_species(const std::vector<std::string>& dirs);
 
+// A checksum of a data set, for provenance: "crc32:xxxxxxxx", the CRC-32 (zlib) of every
+// regular file below `dir` in byte order of their relative paths (each path, a NUL, then the
+// file's bytes). Symbolic links are followed. Throws qnn::Error if `dir` is not a directory or
+// a file cannot be read.
+std::string dataset_checksum(const std::string& dir);
+
 }  // namespace qnn

@@ -33,6 +33,12 @@
 
 namespace qnn {
 
+std::string QuantSpec::label() const {
+  if (!quantized()) return "";
+  if (act_bits == 0) return "weight-only";
+  return (weight_bits <= 8 && act_bits <= 8) ? "int8" : "int16";
+}
+
 namespace {
 
 constexpr char kMagic[8] = {'Q', 'N', 'N', 'M', 'O', 'D', 'E', 'L'};
@@ -843,10 +849,10 @@ void write_model(const Model& model, const std::string& path) {
         blob.add(name + ".bias", fdtype, {L.out}, L.bias);
         if (!L.dt.empty()) blob.add(name + ".dt", fdtype, {L.out}, L.dt);
         nlohmann::json qj = nlohmann::json::object();
-        if (q.quantized() || !q.mode.empty()) {
+        if (q.quantized()) {
           qj["weight_bits"] = q.weight_bits;
           qj["act_bits"] = q.act_bits;
-          qj["mode"] = q.mode;
+          qj["mode"] = q.label();
           qj["act_scale"] = q.act_scale;
           qj["act_zero_point"] = q.act_zero_point;
           if (q.out_scale != 0.0f) qj["out_scale"] = q.out_scale;
@@ -1246,7 +1252,7 @@ Model parse_model(const std::vector<char>& buf, const std::string& path) {
         if (L.quant.weight_bits == 1) fail("key '" + qk + ".weight_bits': 1 is not supported (0 for float weights, or 2..16)");
         if (auto* v = opt("act_bits")) L.quant.act_bits = static_cast<int>(hdr.integer(*v, qk + ".act_bits", 0, 16));
         if (L.quant.act_bits == 1) fail("key '" + qk + ".act_bits': 1 is not supported (0 for float activations, or 2..16)");
-        if (auto* v = opt("mode")) L.quant.mode = hdr.str(*v, qk + ".mode", 32);
+        if (auto* v = opt("mode")) (void)hdr.str(*v, qk + ".mode", 32);  // informational: QuantSpec::label()
         if (auto* v = opt("act_scale")) L.quant.act_scale = static_cast<float>(hdr.number(*v, qk + ".act_scale"));
         if (auto* v = opt("out_scale")) L.quant.out_scale = static_cast<float>(hdr.number(*v, qk + ".out_scale"));
         if (auto* v = opt("act_zero_point")) {
@@ -1354,7 +1360,7 @@ std::string describe(const Model& m) {
         if (!q.quantized()) {
           o << "fp32";
         } else {
-          o << (q.mode.empty() ? "quantized" : q.mode) << " (w" << q.weight_bits << (q.weight_scale.size() == 1 ? " per-tensor" : " per-channel");
+          o << q.label() << " (w" << q.weight_bits << (q.weight_scale.size() == 1 ? " per-tensor" : " per-channel");
           if (q.act_bits) o << ", a" << q.act_bits;
           o << ")";
         }

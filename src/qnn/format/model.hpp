@@ -50,7 +50,6 @@ const char* to_string(Residual r);
 struct QuantSpec {
   int weight_bits = 0;                     // 0: float weights; 2..16: symmetric integer weights
   int act_bits = 0;                        // 0: float activations at this layer's input
-  std::string mode;                        // "" (fp32) | "int8" | "int16" | "weight-only" | ...
   std::vector<float> weight_scale;         // (out) per channel, or (1) per tensor
   std::vector<std::int32_t> weight_zero_point;  // same size as weight_scale (0: symmetric)
   float act_scale = 0.0f;                  // input activation scale (per tensor, static)
@@ -59,6 +58,10 @@ struct QuantSpec {
   // scale in the integer modes); 0 elsewhere.
   float out_scale = 0.0f;
   bool quantized() const { return weight_bits != 0 || act_bits != 0; }
+  // The name of these bits (docs/quantization.md, "Precision vocabulary"): "" (float),
+  // "weight-only", "int8" (weights and activations <= 8 bits) or "int16". The file's per-layer
+  // "mode" key holds it for people and older readers; the reader ignores that key.
+  std::string label() const;
 };
 
 // y = residual(x, act(x·W + b)).

@@ -22,12 +22,14 @@ std::string layer_mode(const LayerBits& b) {
     throw Error("act_bits " + std::to_string(b.act_bits) +
                 " without weight_bits: integer activations need integer weights (give "
                 "weight_bits too, e.g. 16)");
-  if (b.act_bits == 0) return "weight-only";
-  return (b.weight_bits <= 8 && b.act_bits <= 8) ? "int8" : "int16";
+  QuantSpec q;
+  q.weight_bits = b.weight_bits;
+  q.act_bits = b.act_bits;
+  return q.label();  // the one naming rule (format/model.hpp)
 }
 
 void set_layer_bits(QuantSpec& q, const LayerBits& b) {
-  q.mode = layer_mode(b);
+  (void)layer_mode(b);  // validates
   q.weight_bits = b.weight_bits;
   q.act_bits = b.act_bits;
 }

@@ -7,9 +7,10 @@
 //              quantization plan (qnn/quant/plan.hpp) as one LayerBits per layer.
 //   LayerExec  how one layer runs under a Mode (float or integer arithmetic), derived from its
 //              bits by layer_exec(): the one rule the evaluator and the compressed engine share.
-//   layer_mode the name of a layer's bits ("", "weight-only", "int8", "int16"): what the file's
-//              per-layer "mode" key carries. It is derived from the bits, written for people
-//              and older readers, and never read to decide how a layer runs.
+//   layer_mode the name of a layer's bits ("", "weight-only", "int8", "int16";
+//              QuantSpec::label() is the rule): what the file's per-layer "mode" key carries.
+//              It is derived from the bits, written for people and older readers, never
+//              stored in memory and never read to decide how a layer runs.
 #pragma once
 #include <string>
 
@@ -33,8 +34,7 @@ inline LayerBits layer_bits(const QuantSpec& q) { return {q.weight_bits, q.act_b
 // activation-only layers (act_bits without weight_bits), which no execution mode runs.
 std::string layer_mode(const LayerBits& b);
 
-// Sets the bits of `q` and the mode name derived from them (layer_mode); validates as
-// layer_mode does. Scales are left to the caller.
+// Sets the bits of `q`; validates as layer_mode does. Scales are left to the caller.
 void set_layer_bits(QuantSpec& q, const LayerBits& b);
 
 // How one dense layer of a file runs, from its bits.
