@@ -22,32 +22,15 @@
 #include "qnn/kernels/int_gemm.hpp"
 #include "qnn/format/model.hpp"
 #include "test_util.hpp"
+#include "water_frame.hpp"
 
 namespace qnn {
 namespace {
 
-std::string potential(const std::string& name) {
-  return std::string(QNN_SOURCE_DIR) + "/potentials/" + name;
-}
-
-struct Frame {
-  Cell cell;
-  std::vector<double> pos;
-  std::vector<int> species;
-};
-
-Frame water_frame(const Model& m, int frame) {
-  const System s = read_system(test::water_dir() + "/data_2", m.species);
-  Frame f;
-  f.cell = s.cell(frame);
-  f.pos = s.positions(frame);
-  f.species = s.species;
-  return f;
-}
-
-NeighborGraph graph_of(const Frame& f, double rcut) {
-  return build_periodic_graph(f.cell, f.pos, f.species, rcut);
-}
+using test::Frame;
+using test::graph_of;
+using test::potential;
+using test::water_frame;
 
 // ---------------------------------------------------------------- slow scalar reference
 // The tabulated model of docs/model.md ("Compressed embedding"), in double, one edge at a

@@ -27,6 +27,7 @@
 #include "qnn/graph/graph.hpp"
 #include "qnn/kernels/int_gemm.hpp"
 #include "test_util.hpp"
+#include "water_frame.hpp"
 
 namespace qnn {
 namespace {
@@ -44,24 +45,10 @@ const bool kScalarIsa = [] {
     if (!cuda::device_available(&why_)) GTEST_SKIP() << "no CUDA device: " << why_; \
   } while (0)
 
-std::string potential(const std::string& name) {
-  return std::string(QNN_SOURCE_DIR) + "/potentials/" + name;
-}
-
-struct Frame {
-  Cell cell;
-  std::vector<double> pos;
-  std::vector<int> species;
-};
-
-Frame water_frame(const Model& m, int frame) {
-  const System s = read_system(test::water_dir() + "/data_2", m.species);
-  Frame f;
-  f.cell = s.cell(frame);
-  f.pos = s.positions(frame);
-  f.species = s.species;
-  return f;
-}
+using test::Frame;
+using test::graph_of;
+using test::potential;
+using test::water_frame;
 
 // The first n atoms of f (a smaller system in the same cell).
 Frame first_atoms(const Frame& f, int n) {
@@ -71,9 +58,6 @@ Frame first_atoms(const Frame& f, int n) {
   return g;
 }
 
-NeighborGraph graph_of(const Frame& f, double rcut) {
-  return build_periodic_graph(f.cell, f.pos, f.species, rcut);
-}
 
 EvalOptions all_outputs() {
   EvalOptions o;

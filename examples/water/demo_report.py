@@ -121,7 +121,7 @@ def main(argv):
     print(f"  Speed: the NVE run's own LAMMPS 'Performance' line, {ranks} MPI rank{'s' if ranks != 1 else ''}, 192 atoms (more")
     print(f"  atoms per rank run faster per atom: bench/RESULTS.md has 1,536 and 12,288 atoms).")
     print("  Normal: weight-only deviates from FP32 by about 3.7 meV/A in force and int8 by about 14 meV/A")
-    print("  (held-out DFT frames, docs/quantization.md), both small next to FP32's own 58.8 meV/A error")
+    print("  (held-out DFT frames, potentials/README.md), both small next to FP32's own 58.8 meV/A error")
     print("  against DFT. fp32 and weight-only conserve energy: E RMS about 0.02 meV/atom, and a slope over")
     print("  a run this short that is noise (a few 0.01 meV/atom/ps; 10-ps runs give |drift| < 0.001); int8")
     print("  does not (E RMS about 2 meV/atom, drift about +1.75 meV/atom/ps over 10 ps; bench/RESULTS.md).")

@@ -204,23 +204,6 @@ void CudaEngine::compute(const NeighborGraph& g, EvalResult& out, const EvalOpti
 
 namespace {
 
-class CudaEvaluator final : public Evaluator {
- public:
-  CudaEvaluator(const Model& m, Mode mode, int device)
-      : engine_(m, compressed_options(mode), device), mode_(mode) {}
-  void compute(const NeighborGraph& g, EvalResult& out, const EvalOptions& opt) override {
-    engine_.compute(g, out, opt);
-  }
-  Mode mode() const override { return mode_; }
-  const Model& model() const override { return engine_.model(); }
-  std::string describe() const override {
-    return std::string(qnn::to_string(mode_)) + ": cuda engine: " + engine_.describe();
-  }
-
- private:
-  CudaEngine engine_;
-  Mode mode_;
-};
 
 }  // namespace
 
@@ -230,7 +213,8 @@ std::unique_ptr<Evaluator> make_cuda_evaluator(const Model& m, Mode mode, int de
   if (mode == Mode::FP64)
     throw Error("mode fp64 runs only on the CPU (the float engine); use device cpu, or mode fp32, "
                 "weight-only, int8 or mixed on device cuda");
-  return with_repulsion(std::make_unique<CudaEvaluator>(m, mode, device));
+  return with_repulsion(std::make_unique<EngineEvaluator<CudaEngine>>("cuda engine", mode, m,
+                                                                    compressed_options(mode), device));
 }
 
 }  // namespace qnn::cuda

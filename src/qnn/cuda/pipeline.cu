@@ -53,6 +53,7 @@
 #include "qnn/cuda/common.cuh"
 #include "qnn/cuda/kernels.cuh"
 #include "qnn/cuda/pipeline.cuh"
+#include "qnn/engine/network_ops.hpp"
 
 namespace qnn::cuda::detail {
 namespace {
@@ -96,28 +97,8 @@ struct DevGraph {
   const double* pos;
 };
 
-// switch_function of src/qnn/engine/network_ops.hpp (eq. S), verbatim.
-__device__ __forceinline__ void switch_function(double r, double rs, double rc, double& s, double& ds) {
-  if (r >= rc) {
-    s = 0.0;
-    ds = 0.0;
-    return;
-  }
-  const double inv = 1.0 / r;
-  if (r < rs) {
-    s = inv;
-    ds = -inv * inv;
-    return;
-  }
-  const double w = rc - rs;
-  const double u = (r - rs) / w;
-  const double u2 = u * u;
-  const double u3 = u2 * u;
-  const double poly = u3 * (-6.0 * u2 + 15.0 * u - 10.0) + 1.0;
-  const double dpoly = (-30.0 * u2 * u2 + 60.0 * u3 - 30.0 * u2) / w;
-  s = inv * poly;
-  ds = -inv * inv * poly + inv * dpoly;
-}
+// eq. S: the same function the CPU kernels call (src/qnn/engine/network_ops.hpp).
+using ::qnn::switch_function;
 
 __device__ __forceinline__ const float* coef_of(const DevModel& M, const float* coef, int a, int k) {
   const ZoneData& z = M.zones[a];

@@ -124,25 +124,6 @@ class FloatEvaluator final : public Evaluator {
   Mode mode_;
 };
 
-// Engine v2: fp32, weight-only (float fitting GEMMs), int8 and mixed (int8 fitting layers),
-// all with the tabulated embedding.
-class CompressedEvaluator final : public Evaluator {
- public:
-  CompressedEvaluator(const Model& m, Mode mode, ExecSpace space)
-      : engine_(m, compressed_options(mode), space), mode_(mode) {}
-  void compute(const NeighborGraph& g, EvalResult& out, const EvalOptions& opt) override {
-    engine_.compute(g, out, opt);
-  }
-  Mode mode() const override { return mode_; }
-  const Model& model() const override { return engine_.model(); }
-  std::string describe() const override {
-    return std::string(to_string(mode_)) + ": compressed engine: " + engine_.describe();
-  }
-
- private:
-  CompressedEngine engine_;
-  Mode mode_;
-};
 
 // The network of any mode plus the model's short-range repulsion (repulsion.hpp), which is
 // the same double-precision pair term in every mode.
@@ -178,7 +159,9 @@ std::unique_ptr<Evaluator> make_evaluator(const Model& m, Mode mode, ExecSpace s
   if (!why.empty()) throw Error(why);
   std::unique_ptr<Evaluator> net;
   if (mode == Mode::FP64) net = std::make_unique<FloatEvaluator<double>>(m, mode, space);
-  else net = std::make_unique<CompressedEvaluator>(m, mode, space);
+  else  // engine v2: fp32, weight-only, int8 and mixed, all with the tabulated embedding
+    net = std::make_unique<EngineEvaluator<CompressedEngine>>("compressed engine", mode, m,
+                                                              compressed_options(mode), space);
   return with_repulsion(std::move(net));
 }
 

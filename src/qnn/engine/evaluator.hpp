@@ -6,6 +6,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "qnn/engine/exact_engine.hpp"
 #include "qnn/graph/graph.hpp"
@@ -34,6 +35,33 @@ class Evaluator {
   // One line: mode, precision per family, ISA path of the integer kernels.
   virtual std::string describe() const = 0;
 };
+
+// The Evaluator of an engine with CompressedEngine's interface (compute, model, describe),
+// constructed in place from `args`; `label` names the engine in describe(). Engine v2 on the
+// CPU and the CUDA engine are both run through it.
+template <class EngineT>
+class EngineEvaluator final : public Evaluator {
+ public:
+  template <class... Args>
+  EngineEvaluator(const char* label, Mode mode, Args&&... args)
+      : engine_(std::forward<Args>(args)...), mode_(mode), label_(label) {}
+  void compute(const NeighborGraph& g, EvalResult& out, const EvalOptions& opt) override {
+    engine_.compute(g, out, opt);
+  }
+  Mode mode() const override { return mode_; }
+  const Model& model() const override { return engine_.model(); }
+  std::string describe() const override;
+
+ private:
+  EngineT engine_;
+  Mode mode_;
+  const char* label_;
+};
+
+template <class EngineT>
+std::string EngineEvaluator<EngineT>::describe() const {
+  return std::string(to_string(mode_)) + ": " + label_ + ": " + engine_.describe();
+}
 
 // Where an evaluator runs. Cpu: make_evaluator below. Cuda: qnn::cuda::make_cuda_evaluator
 // (src/qnn/cuda/cuda_engine.hpp), which exists only in builds with -DQNN_ENABLE_CUDA=ON (the

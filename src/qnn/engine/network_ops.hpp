@@ -1,13 +1,21 @@
-// Device functions of the se_e2_a network shared by the exact engine (exact_engine.cpp) and the
-// compressed engine (engine/): the switching function (eq. S) and the descriptor contraction
-// and its backward pass (eq. D, eq. B step 2).
+// Device functions of the se_e2_a network shared by the exact engine (exact_engine.cpp), the
+// compressed engine's block kernel (kernels/) and the CUDA kernels (cuda/): the switching
+// function (eq. S) and the descriptor contraction and its backward pass (eq. D, eq. B step 2).
 #pragma once
-#include <Kokkos_Macros.hpp>
+
+// Plain functions, so that every backend can call them: Kokkos kernels on the host (and on a
+// device in a future Kokkos build with CUDA) and the native CUDA kernels of src/qnn/cuda,
+// which are compiled without Kokkos.
+#if defined(__CUDACC__)
+#define QNN_HD_INLINE __host__ __device__ inline
+#else
+#define QNN_HD_INLINE inline
+#endif
 
 namespace qnn {
 
 // Switching function s(r) and ds/dr (docs/model.md eq. S), in double.
-KOKKOS_INLINE_FUNCTION void switch_function(double r, double rs, double rc, double& s,
+QNN_HD_INLINE void switch_function(double r, double rs, double rc, double& s,
                                             double& ds) {
   if (r >= rc) {
     s = 0.0;
@@ -32,7 +40,7 @@ KOKKOS_INLINE_FUNCTION void switch_function(double r, double rs, double rc, doub
 
 // D = T Tᵀ restricted to n < M2 (eq. D); T is (M1, 4), D is (M1, M2).
 template <class Real>
-KOKKOS_INLINE_FUNCTION void descriptor_from_T(int m1, int m2, const Real* T, Real* D) {
+QNN_HD_INLINE void descriptor_from_T(int m1, int m2, const Real* T, Real* D) {
   for (int m = 0; m < m1; ++m)
     for (int n = 0; n < m2; ++n)
       D[m * m2 + n] = T[4 * m] * T[4 * n] + T[4 * m + 1] * T[4 * n + 1] +
@@ -41,7 +49,7 @@ KOKKOS_INLINE_FUNCTION void descriptor_from_T(int m1, int m2, const Real* T, Rea
 
 // g_T = dE/dT from g_D = dE/dD (eq. B step 2).
 template <class Real>
-KOKKOS_INLINE_FUNCTION void descriptor_backward(int m1, int m2, const Real* T, const Real* gd,
+QNN_HD_INLINE void descriptor_backward(int m1, int m2, const Real* T, const Real* gd,
                                                 Real* gt) {
   for (int m = 0; m < m1; ++m) {
     Real acc[4] = {0, 0, 0, 0};
