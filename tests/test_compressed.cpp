@@ -306,32 +306,7 @@ TEST(Compressed, RandomModelOnWaterMatchesTheExactNetwork) {
 // differentiated numerically, against the engine's forces.
 void expect_forces_are_the_gradient(const Model& m) {
   CompressedEngine v2(m);
-  std::mt19937_64 rng(5);
-  std::uniform_real_distribution<double> u(0.0, 7.0);
-  Frame f;
-  f.cell = {7.0, 0, 0, 0, 7.0, 0, 0, 0, 7.0};
-  for (int i = 0; i < 24; ++i) {
-    for (int d = 0; d < 3; ++d) f.pos.push_back(u(rng));
-    f.species.push_back(i % 3 == 0 ? 0 : 1);
-  }
-  // keep atoms >= 0.9 Å apart (water-like distances)
-  for (int it = 0; it < 200; ++it) {
-    bool moved = false;
-    for (int i = 0; i < 24; ++i)
-      for (int j = 0; j < i; ++j) {
-        double d2 = 0;
-        for (int d = 0; d < 3; ++d) {
-          double x = f.pos[3 * i + d] - f.pos[3 * j + d];
-          x -= 7.0 * std::round(x / 7.0);
-          d2 += x * x;
-        }
-        if (d2 < 0.81) {
-          for (int d = 0; d < 3; ++d) f.pos[3 * i + d] = u(rng);
-          moved = true;
-        }
-      }
-    if (!moved) break;
-  }
+  const Frame f = test::random_water_box(5);
   const NeighborGraph g = graph_of(f, m.rcut);
   EvalResult r;
   v2.compute(g, r);
