@@ -322,16 +322,12 @@ std::vector<torch::Tensor> Se2aModuleImpl::network_parameters() const {
   return out;
 }
 
-// Per-atom energies; see the header for the edge convention.
-torch::Tensor Se2aModuleImpl::forward(const torch::Tensor& positions, const torch::Tensor& species,
-                                      const torch::Tensor& edge_i, const torch::Tensor& edge_j,
-                                      const torch::Tensor& edge_shift) {
+// The edge inputs of the network and, optionally, their derivatives (see the header).
+Se2aModuleImpl::Geometry Se2aModuleImpl::geometry(const torch::Tensor& positions, const torch::Tensor& species,
+                                                  const torch::Tensor& edge_i, const torch::Tensor& edge_j,
+                                                  const torch::Tensor& edge_shift, bool derivatives) {
   const std::int64_t S = arch_.nspecies();
-  const std::int64_t N = positions.size(0);
-  const std::int64_t M1 = arch_.m1();
-  const std::int64_t M2 = arch_.axis_neuron;
   const double rc = arch_.rcut, rs = arch_.rcut_smth;
-  const auto opts = positions.options();
 
   // Edge vectors and lengths.
   torch::Tensor x = positions.index_select(0, edge_j) + edge_shift - positions.index_select(0, edge_i);  // (E, 3)
@@ -350,9 +346,44 @@ torch::Tensor Se2aModuleImpl::forward(const torch::Tensor& positions, const torc
   torch::Tensor ms = mean_s_.index_select(0, pair);
   torch::Tensor ss = std_s_.index_select(0, pair);
   torch::Tensor sr = std_r_.index_select(0, pair);
-  torch::Tensor shat = (s - ms) / ss;                                                            // (E)
+  Geometry geo;
+  geo.shat = (s - ms) / ss;                                                                      // (E)
   const bool deepmd = arch_.deepmd_env_mat();  // R̂₀ = ŝ, empty slots count (model.hpp)
-  torch::Tensor R = torch::cat({(deepmd ? shat : s / ss).unsqueeze(1), x * (s * inv_r / sr).unsqueeze(1)}, 1);  // (E, 4)
+  torch::Tensor q = s * inv_r / sr;                                                              // (E)
+  geo.R = torch::cat({(deepmd ? geo.shat : s / ss).unsqueeze(1), x * q.unsqueeze(1)}, 1);          // (E, 4)
+  if (!derivatives) return geo;
+  // ds/dr of eq. S; then dŝ/dx = (ds/dr / std_s) e (also dR̂₀/dx, with either convention) and
+  // dR̂_k/dx_d = q δ_kd + x_k (dq/dr) e_d, q = s / (r std_r).
+  torch::Tensor dpoly = (-30.0 * u * u * u * u + 60.0 * u * u * u - 30.0 * u * u) / (rc - rs);
+  torch::Tensor ds = torch::where(r < rs, -inv_r * inv_r,
+                                  torch::where(r < rc, -inv_r * inv_r * poly + inv_r * dpoly, torch::zeros_like(r)));
+  torch::Tensor e = x * inv_r.unsqueeze(1);                                                      // (E, 3)
+  geo.dshat_dx = e * (ds / ss).unsqueeze(1);                                                     // (E, 3)
+  torch::Tensor dq = (ds * inv_r - s * inv_r * inv_r) / sr;                                      // (E)
+  torch::Tensor eye = torch::eye(3, x.options()).unsqueeze(0);                                   // (1, 3, 3)
+  torch::Tensor dxyz = q.view({-1, 1, 1}) * eye + x.unsqueeze(2) * (dq.unsqueeze(1) * e).unsqueeze(1);  // (E, 3, 3)
+  geo.dR_dx = torch::cat({geo.dshat_dx.unsqueeze(1), dxyz}, 1);                                  // (E, 4, 3)
+  return geo;
+}
+
+// Per-atom energies; see the header for the edge convention.
+torch::Tensor Se2aModuleImpl::forward(const torch::Tensor& positions, const torch::Tensor& species,
+                                      const torch::Tensor& edge_i, const torch::Tensor& edge_j,
+                                      const torch::Tensor& edge_shift) {
+  const Geometry geo = geometry(positions, species, edge_i, edge_j, edge_shift, false);
+  return forward_env(geo.shat, geo.R, species, edge_i, edge_j);
+}
+
+torch::Tensor Se2aModuleImpl::forward_env(const torch::Tensor& shat, const torch::Tensor& R,
+                                          const torch::Tensor& species, const torch::Tensor& edge_i,
+                                          const torch::Tensor& edge_j) {
+  const std::int64_t S = arch_.nspecies();
+  const std::int64_t N = species.size(0);
+  const std::int64_t M1 = arch_.m1();
+  const std::int64_t M2 = arch_.axis_neuron;
+  const auto opts = R.options();
+  const bool deepmd = arch_.deepmd_env_mat();
+  torch::Tensor aj = species.index_select(0, edge_j);   // (E)
 
   // Eqs. G and D, padded per neighbour species: the edges of centre i with neighbour species a
   // fill the slots i·nmax_a + rank of an (N, nmax_a) layout; empty slots have R̂ = 0, so they add
@@ -520,22 +551,36 @@ void Se2aModuleImpl::set_energy_bias(const std::vector<double>& bias) {
 
 // ------------------------------------------------------------------------------ forces
 
-// E per atom and frame, F = −dE/dpos by autograd.
+// E per atom and frame, F = −dE/dpos: autograd gives dE/dŝ and dE/dR̂ per edge (through the
+// network only), contracted here with the analytic derivatives of the edge inputs and summed
+// onto the two atoms of each edge (x_ij = x_j − x_i).
 EnergyForces energy_and_forces(Se2aModule& module, const EdgeBatch& batch, bool create_graph) {
-  torch::Tensor pos = batch.positions.detach().to(module->dtype()).requires_grad_(true);
+  torch::Tensor pos = batch.positions.detach().to(module->dtype());
   torch::Tensor shift = batch.edge_shift.to(module->dtype());
-  torch::Tensor atom_e = module->forward(pos, batch.species, batch.edge_i, batch.edge_j, shift);
+  Se2aModuleImpl::Geometry geo;
+  {
+    torch::NoGradGuard no_grad;
+    geo = module->geometry(pos, batch.species, batch.edge_i, batch.edge_j, shift, true);
+  }
+  torch::Tensor shat = geo.shat.requires_grad_(true);
+  torch::Tensor R = geo.R.requires_grad_(true);
+  torch::Tensor atom_e = module->forward_env(shat, R, batch.species, batch.edge_i, batch.edge_j);
   torch::Tensor frame_e = torch::zeros({batch.nframes}, atom_e.options()).index_add(0, batch.frame, atom_e);
-  torch::Tensor grad = torch::autograd::grad({frame_e.sum()}, {pos}, {}, create_graph, create_graph)[0];
+  const auto g = torch::autograd::grad({frame_e.sum()}, {shat, R}, {}, create_graph, create_graph,
+                                       /*allow_unused=*/true);
+  torch::Tensor gx = torch::zeros({geo.R.size(0), 3}, pos.options());  // dE/dx_ij (E, 3)
+  if (g[0].defined()) gx = gx + g[0].unsqueeze(1) * geo.dshat_dx;
+  if (g[1].defined()) gx = gx + (g[1].unsqueeze(2) * geo.dR_dx).sum(1);
+  torch::Tensor dE_dpos = torch::zeros_like(pos).index_add(0, batch.edge_j, gx).index_add(0, batch.edge_i, -gx);
   EnergyForces out;
   if (create_graph) {
     out.atom_energy = atom_e;
     out.frame_energy = frame_e;
-    out.forces = -grad;
+    out.forces = -dE_dpos;
   } else {
     out.atom_energy = atom_e.detach();
     out.frame_energy = frame_e.detach();
-    out.forces = -grad.detach();
+    out.forces = -dE_dpos.detach();
   }
   return out;
 }

@@ -86,6 +86,22 @@ class Se2aModuleImpl : public torch::nn::Module {
                         const torch::Tensor& edge_j, const torch::Tensor& edge_shift);
   torch::Tensor forward(const EdgeBatch& batch);
 
+  // The per-edge inputs of the network (eqs. S, R) and, with `derivatives`, their analytic
+  // derivatives with respect to the edge vector x_ij = x_j + shift − x_i:
+  //   shat (E), R (E, 4), dshat_dx (E, 3), dR_dx (E, 4, 3).
+  // forward() = forward_env(geometry(...)); energy_and_forces computes the geometry without
+  // autograd and contracts dE/dshat, dE/dR with these derivatives (the network alone is
+  // differentiated twice in training).
+  struct Geometry {
+    torch::Tensor shat, R, dshat_dx, dR_dx;
+  };
+  Geometry geometry(const torch::Tensor& positions, const torch::Tensor& species, const torch::Tensor& edge_i,
+                    const torch::Tensor& edge_j, const torch::Tensor& edge_shift, bool derivatives);
+  // Per-atom energies from the edge inputs (eqs. G, D, F); R̂₀ is taken from R (with env_mat
+  // "deepmd" equal to shat, but a separate input here).
+  torch::Tensor forward_env(const torch::Tensor& shat, const torch::Tensor& R, const torch::Tensor& species,
+                            const torch::Tensor& edge_i, const torch::Tensor& edge_j);
+
   // A Model with this module's current weights, statistics and bias (other fields, such as
   // species names and provenance, from the model it was built from).
   Model to_model() const;
