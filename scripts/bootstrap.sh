@@ -11,6 +11,14 @@
 #   Kokkos_ROOT        use this Kokkos install prefix instead of building
 #   Torch_DIR          use this LibTorch CMake config dir instead of Debian's libtorch-dev
 #   QNN_SKIP_APT=1     never call apt-get (you installed the packages yourself)
+#   QNN_BOOTSTRAP_PROFILE
+#                      full (default): everything the tests, the trainer and the benchmarks use.
+#                      demo: only what scripts/demo.sh builds and runs -- no LibTorch, oneDNN,
+#                      GoogleTest, HDF5, OpenBLAS or libxsmm packages, and a LAMMPS with the
+#                      PLUGIN package only, installed into $QNN_CACHE/lammps-demo (an existing
+#                      full LAMMPS build in $QNN_CACHE/lammps is used instead when present).
+#                      A later full bootstrap adds the other packages and builds the full LAMMPS
+#                      beside it; Kokkos and the sources are shared.
 #
 # Writes $QNN_CACHE/env.sh, which scripts/build.sh sources to find everything.
 set -euo pipefail
@@ -24,16 +32,28 @@ TRILINOS_DEB_SPEC=trilinos/bookworm
 TRILINOS_TARBALL=trilinos_13.2.0.orig.tar.gz
 KOKKOS_UPSTREAM_URL=https://github.com/kokkos/kokkos/archive/refs/tags/3.4.01.tar.gz
 
+QNN_BOOTSTRAP_PROFILE=${QNN_BOOTSTRAP_PROFILE:-full}
+case "$QNN_BOOTSTRAP_PROFILE" in
+  full|demo) ;;
+  *) echo "[bootstrap] error: QNN_BOOTSTRAP_PROFILE must be full or demo, not '$QNN_BOOTSTRAP_PROFILE'" >&2; exit 1;;
+esac
+# What the core, the plugin and the demo need ...
 APT_PACKAGES=(
   build-essential cmake pkg-config xz-utils dpkg-dev ca-certificates curl
   libopenmpi-dev openmpi-bin
-  libtorch-dev
-  libgtest-dev
   nlohmann-json3-dev libcli11-dev libfmt-dev
-  libdnnl-dev libxtensor-dev zlib1g-dev libhdf5-dev
-  libopenblas0-openmp libopenblas-openmp-dev libxsmm-dev
+  libxtensor-dev zlib1g-dev
   python3-numpy python3-matplotlib
 )
+# ... and what the tests, the trainer, the oneDNN/BLAS kernels and HDF5 data add.
+if [ "$QNN_BOOTSTRAP_PROFILE" = full ]; then
+  APT_PACKAGES+=(
+    libtorch-dev
+    libgtest-dev
+    libdnnl-dev libhdf5-dev
+    libopenblas0-openmp libopenblas-openmp-dev libxsmm-dev
+  )
+fi
 
 mkdir -p "$QNN_CACHE"
 T0=$(date +%s)
@@ -131,10 +151,20 @@ fi
 
 LAMMPS_PREFIX=${LAMMPS_DIR:-}
 if [ -z "$LAMMPS_PREFIX" ]; then
+  LAMMPS_BASE_OPTS="-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=on -DBUILD_MPI=on -DBUILD_OMP=on -DLAMMPS_EXCEPTIONS=on -DPKG_PLUGIN=on"
+  LAMMPS_TAIL_OPTS="-DWITH_JPEG=off -DWITH_PNG=off -DWITH_FFMPEG=off -DWITH_GZIP=off -DCMAKE_INSTALL_LIBDIR=lib"
+  # The full build adds the packages of the long benchmark report (SNAP, ML-IAP for scale) and
+  # of the analysis inputs; the demo needs only PLUGIN.
+  LAMMPS_FULL_OPTS="$LAMMPS_BASE_OPTS -DPKG_MANYBODY=on -DPKG_ML-SNAP=on -DPKG_ML-IAP=on -DPKG_EXTRA-FIX=on -DPKG_EXTRA-COMPUTE=on -DMLIAP_ENABLE_PYTHON=off $LAMMPS_TAIL_OPTS"
   LAMMPS_PREFIX=$QNN_CACHE/lammps
-  LAMMPS_OPTS="-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=on -DBUILD_MPI=on -DBUILD_OMP=on -DLAMMPS_EXCEPTIONS=on -DPKG_PLUGIN=on -DPKG_MANYBODY=on -DPKG_ML-SNAP=on -DPKG_ML-IAP=on -DPKG_EXTRA-FIX=on -DPKG_EXTRA-COMPUTE=on -DMLIAP_ENABLE_PYTHON=off -DWITH_JPEG=off -DWITH_PNG=off -DWITH_FFMPEG=off -DWITH_GZIP=off -DCMAKE_INSTALL_LIBDIR=lib"
+  LAMMPS_OPTS=$LAMMPS_FULL_OPTS
+  if [ "$QNN_BOOTSTRAP_PROFILE" = demo ] && ! { [ -f "$LAMMPS_PREFIX/.qnn-stamp" ] \
+       && [ "$(cat "$LAMMPS_PREFIX/.qnn-stamp")" = "$LAMMPS_FULL_OPTS $LAMMPS_SRC" ]; }; then
+    LAMMPS_PREFIX=$QNN_CACHE/lammps-demo
+    LAMMPS_OPTS="$LAMMPS_BASE_OPTS $LAMMPS_TAIL_OPTS"
+  fi
   stamp=$LAMMPS_PREFIX/.qnn-stamp
-  step_start "LAMMPS build"
+  step_start "LAMMPS build ($( [ "$LAMMPS_OPTS" = "$LAMMPS_FULL_OPTS" ] && echo "full" || echo "PLUGIN package only, for the demo"))"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$LAMMPS_OPTS $LAMMPS_SRC" ]; then
     step_done "cached at $LAMMPS_PREFIX"
   else

@@ -3,7 +3,7 @@
 # needs -- the qnn tool and the LAMMPS plugin, no LibTorch, tests or benchmarks -- into
 # build-demo/, then run the shipped water potential in FP32 and quantized side by side
 # (examples/water/run_demo.sh says what it runs and prints).
-# Environment: QNN_CACHE (~/.cache/qnn), QNN_DEMO_BUILD_DIR (build-demo/), QNN_JOBS (nproc),
+# Environment: QNN_CACHE (~/.cache/qnn), QNN_BOOTSTRAP_PROFILE (demo; full installs everything), QNN_DEMO_BUILD_DIR (build-demo/), QNN_JOBS (nproc),
 # and run_demo.sh's QNN_DEMO_* variables.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -12,7 +12,8 @@ BUILD=${QNN_DEMO_BUILD_DIR:-$ROOT/build-demo}
 JOBS=${QNN_JOBS:-$(nproc)}
 t0=$(date +%s)
 
-bash "$ROOT/scripts/bootstrap.sh"
+# The demo profile installs and builds only what the demo needs (scripts/bootstrap.sh says what).
+QNN_BOOTSTRAP_PROFILE=${QNN_BOOTSTRAP_PROFILE:-demo} bash "$ROOT/scripts/bootstrap.sh"
 # shellcheck disable=SC1091
 source "$QNN_CACHE/env.sh"
 t1=$(date +%s)
