@@ -45,6 +45,9 @@ def main(argv):
         ax.plot(steps, c[trn], label="train", lw=1.2)
         if any(not math.isnan(v) for v in c[val]):
             ax.plot(steps, c[val], label="validation", lw=1.2)
+        refit = c.get("val_e_rmse_refit_meV_atom") if val == "val_e_rmse_meV_atom" else None
+        if refit and any(not math.isnan(v) for v in refit):
+            ax.plot(steps, refit, label="validation, energy bias refit on train", lw=1.2)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("step")

@@ -218,10 +218,69 @@ TEST_F(TrainTest, SavedModelMatchesTrainingModule) {
     const double de = (res.energy - val.energy[static_cast<std::size_t>(f)]) / val.natoms;
     se += de * de;
   }
-  // The trainer's own validation errors at the last step agree with the engine's.
+  // The trainer's own validation errors at the last step agree with the engine's. The saved
+  // model carries the energy bias refit on the training frames, which the curve reports as
+  // val_e_rmse_refit (the evaluated training frames are all 6 here, as in the export).
   const lt::CurvePoint& last = r.curve.back();
-  EXPECT_NEAR(1000 * std::sqrt(se / val.nframes), last.val_e_rmse, 1e-8 * last.val_e_rmse);
+  EXPECT_NEAR(1000 * std::sqrt(se / val.nframes), last.val_e_rmse_refit, 1e-8 * last.val_e_rmse_refit);
   EXPECT_NEAR(1000 * std::sqrt(sf / static_cast<double>(nf)), last.val_f_rmse, 1e-8 * last.val_f_rmse);
+}
+
+// Mean energy error per atom (eV) of a model over a system, by the Kokkos engine (no LibTorch).
+double engine_mean_energy_error(const qnn::Model& m, const fs::path& dir) {
+  qnn::ensure_kokkos_initialized(2);
+  qnn::Engine<double> engine(m);
+  const qnn::System sys = qnn::read_system(dir.string(), m.species);
+  double sum = 0;
+  for (int f = 0; f < sys.nframes; ++f) {
+    const qnn::NeighborGraph g = qnn::build_periodic_graph(sys.cell(f), sys.positions(f), sys.species, m.rcut);
+    qnn::EvalResult res;
+    engine.compute(g, res);
+    sum += res.energy - sys.energy[static_cast<std::size_t>(f)];
+  }
+  return sum / (static_cast<double>(sys.nframes) * sys.natoms);
+}
+
+TEST_F(TrainTest, EnergyBiasRefitRemovesTheMeanTrainingErrorAndNothingElse) {
+  TempDir with, without;
+  std::ostringstream l1, l2;
+  json j = tiny_config(with.path());
+  j["training"]["steps"] = 10;
+  const lt::TrainResult a = run(j, l1);
+  j["output"]["dir"] = without.path().string();
+  j["training"]["refit_energy_bias"] = false;
+  const lt::TrainResult b = run(j, l2);
+
+  // The optimisation is the same; only the written energy bias differs.
+  EXPECT_EQ(flat_weights(a.model), flat_weights(b.model));
+  ASSERT_EQ(a.curve.size(), b.curve.size());
+  EXPECT_EQ(a.curve.back().val_e_rmse, b.curve.back().val_e_rmse);
+  EXPECT_TRUE(std::isnan(b.curve.back().val_e_rmse_refit));
+  EXPECT_NE(a.model.energy_bias, b.model.energy_bias);
+
+  // Every frame has the same composition, so the least-squares refit makes the mean energy
+  // error on the training frames zero; the engine (not the trainer) measures it.
+  const double mean_a = engine_mean_energy_error(qnn::read_model((with.path() / "model.qnn").string()), data_->path() / "train");
+  const double mean_b = engine_mean_energy_error(qnn::read_model((without.path() / "model.qnn").string()), data_->path() / "train");
+  EXPECT_LT(std::abs(mean_a), 1e-9) << "eV/atom";
+  EXPECT_GT(std::abs(mean_b), 1e-5) << "eV/atom: the negative control (no refit) should carry an offset";
+  // The shift the refit subtracted is that offset: per atom, bias_b − bias_a averaged over the
+  // composition equals mean_b.
+  const qnn::System train = qnn::read_system((data_->path() / "train").string(), a.model.species);
+  double per_atom_shift = 0;
+  for (std::size_t i = 0; i < train.species.size(); ++i) {
+    const auto s = static_cast<std::size_t>(train.species[i]);
+    per_atom_shift += b.model.energy_bias[s] - a.model.energy_bias[s];
+  }
+  per_atom_shift /= static_cast<double>(train.species.size());
+  EXPECT_NEAR(per_atom_shift, mean_b, 1e-9);
+
+  // The model records what was done; the log says it.
+  const qnn::Model saved = qnn::read_model((with.path() / "model.qnn").string());
+  ASSERT_TRUE(saved.provenance.contains("energy_bias_refit"));
+  EXPECT_EQ(saved.provenance["energy_bias_refit"]["frames"].get<int>(), 6);
+  EXPECT_FALSE(qnn::read_model((without.path() / "model.qnn").string()).provenance.contains("energy_bias_refit"));
+  EXPECT_NE(l1.str().find("energy bias refit on 6 training frames"), std::string::npos);
 }
 
 // ---------------------------------------------------------------------------- config validation
@@ -301,6 +360,9 @@ TEST(TrainConfig, RejectsBadKeysTypesAndRanges) {
   j = good;
   j["training"]["batch_size"] = 0;
   expect_config_error(j, "training.batch_size must be in [1, 4096]");
+  j = good;
+  j["training"]["refit_energy_bias"] = "yes";
+  expect_config_error(j, "training.refit_energy_bias must be true or false");
   j = good;
   j["model"]["rcut_smth"] = 7.0;
   expect_config_error(j, "model.rcut_smth must be smaller than model.rcut");

@@ -37,6 +37,20 @@ struct Dataset {
 };
 Dataset load_dataset(const TrainConfig& cfg, torch::Dtype dtype, std::ostream& log);
 
+// The module's errors over frames[which]: per-frame energy residuals and the force RMSE.
+struct FrameErrors {
+  std::vector<int> which;         // the frames (indices into the frame list)
+  std::vector<double> residual;   // E_model − E_ref per frame, eV
+  double f_rmse = 0;              // meV/Å over every force component; NaN when empty
+  // Energy RMSE per atom (meV/atom) with the per-species shift delta (eV) subtracted from
+  // the model's energies (empty: none); NaN when empty.
+  double e_rmse(const std::vector<FrameData>& frames, const std::vector<double>& delta) const;
+  // The minimum-norm least-squares per-species shift δ (eV) of counts · δ ≈ residual: what
+  // the energy bias must lose for the model to be unbiased on these frames.
+  std::vector<double> bias_shift(const std::vector<FrameData>& frames, int nspecies) const;
+};
+FrameErrors evaluate_errors(Se2aModule& module, const std::vector<FrameData>& frames, const std::vector<int>& which);
+
 // Energy (meV/atom) and force (meV/Å) RMSE of the module over frames[which]; NaN when empty.
 std::pair<double, double> evaluate_rmse(Se2aModule& module, const std::vector<FrameData>& frames,
                                         const std::vector<int>& which);

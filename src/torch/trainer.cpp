@@ -136,21 +136,29 @@ void descriptor_statistics(const std::vector<FrameData>& frames, const std::vect
   }
 }
 
-// Per-species energy bias by least squares over the training frames: the minimum-norm
-// solution of counts · bias ≈ energy (unique only when the compositions span the species).
-std::vector<double> energy_bias_lstsq(const std::vector<FrameData>& frames, const std::vector<int>& which, int S) {
+// The minimum-norm least-squares solution b of counts · b ≈ y over frames[which] (y: one value
+// per frame, eV): unique only when the frames' compositions span the species.
+std::vector<double> per_species_lstsq(const std::vector<FrameData>& frames, const std::vector<int>& which,
+                                      const std::vector<double>& y_in, int S) {
   const auto F = static_cast<std::int64_t>(which.size());
   torch::Tensor A = torch::zeros({F, S}, torch::kFloat64);  // (F, S) atom counts
-  torch::Tensor y = torch::zeros({F}, torch::kFloat64);     // (F) energies
+  torch::Tensor y = torch::zeros({F}, torch::kFloat64);     // (F)
   auto pa = A.accessor<double, 2>();
   auto py = y.accessor<double, 1>();
   for (std::int64_t f = 0; f < F; ++f) {
     const FrameData& fr = frames[static_cast<std::size_t>(which[static_cast<std::size_t>(f)])];
     for (int s = 0; s < S; ++s) pa[f][s] = fr.counts[static_cast<std::size_t>(s)];
-    py[f] = fr.energy_ref;
+    py[f] = y_in[static_cast<std::size_t>(f)];
   }
-  torch::Tensor bias = torch::matmul(torch::linalg_pinv(A), y).contiguous();  // (S)
-  return {bias.data_ptr<double>(), bias.data_ptr<double>() + S};
+  torch::Tensor b = torch::matmul(torch::linalg_pinv(A), y).contiguous();  // (S)
+  return {b.data_ptr<double>(), b.data_ptr<double>() + S};
+}
+
+// Per-species energy bias over the training frames: counts · bias ≈ E_ref.
+std::vector<double> energy_bias_lstsq(const std::vector<FrameData>& frames, const std::vector<int>& which, int S) {
+  std::vector<double> e;
+  for (int f : which) e.push_back(frames[static_cast<std::size_t>(f)].energy_ref);
+  return per_species_lstsq(frames, which, e, S);
 }
 
 // "1h02m03s" style duration.
@@ -184,11 +192,12 @@ std::string sci(double v) {
 // The learning curve as CSV.
 void write_curve_csv(const std::string& path, const std::vector<CurvePoint>& curve) {
   std::ostringstream out;
-  out << "step,lr,pref_e,pref_f,loss,train_e_rmse_meV_atom,train_f_rmse_meV_A,val_e_rmse_meV_atom,val_f_rmse_meV_A,wall_s\n";
+  out << "step,lr,pref_e,pref_f,loss,train_e_rmse_meV_atom,train_f_rmse_meV_A,val_e_rmse_meV_atom,val_f_rmse_meV_A,wall_s,val_e_rmse_refit_meV_atom\n";
   out << std::setprecision(9);
   for (const CurvePoint& c : curve) {
     out << c.step << ',' << c.lr << ',' << c.pref_e << ',' << c.pref_f << ',' << c.loss << ',' << c.train_e_rmse
-        << ',' << c.train_f_rmse << ',' << c.val_e_rmse << ',' << c.val_f_rmse << ',' << c.wall_s << '\n';
+        << ',' << c.train_f_rmse << ',' << c.val_e_rmse << ',' << c.val_f_rmse << ',' << c.wall_s << ','
+        << c.val_e_rmse_refit << '\n';
   }
   const std::string text = out.str();
   write_file_atomic(path, std::vector<char>(text.begin(), text.end()));
@@ -209,7 +218,7 @@ json curve_to_json(const std::vector<CurvePoint>& curve) {
   auto num = [](double v) { return std::isnan(v) ? json(nullptr) : json(v); };
   for (const CurvePoint& c : curve) {
     a.push_back({c.step, c.lr, c.pref_e, c.pref_f, num(c.loss), num(c.train_e_rmse), num(c.train_f_rmse),
-                 num(c.val_e_rmse), num(c.val_f_rmse), c.wall_s});
+                 num(c.val_e_rmse), num(c.val_f_rmse), c.wall_s, num(c.val_e_rmse_refit)});
   }
   return a;
 }
@@ -229,6 +238,7 @@ std::vector<CurvePoint> curve_from_json(const json& a) {
     c.val_e_rmse = num(r[7]);
     c.val_f_rmse = num(r[8]);
     c.wall_s = r[9].get<double>();
+    c.val_e_rmse_refit = r.size() > 10 ? num(r[10]) : kNaN;  // absent in checkpoints written before the refit
     out.push_back(c);
   }
   return out;
@@ -310,6 +320,7 @@ json resume_signature(const TrainConfig& c) {
   j["training"].erase("steps");
   j["training"].erase("disp_freq");
   j["training"].erase("checkpoint_freq");
+  j["training"].erase("refit_energy_bias");  // changes only the written model, not the optimisation
   j.erase("output");
   return j;
 }
@@ -320,11 +331,16 @@ double learning_rate(const TrainConfig& c, int k) {
   return c.start_lr * std::pow(rate, static_cast<double>(k / c.decay_steps));
 }
 
-// Energy and force RMSE over frames: meV/atom (per-atom energy error) and meV/Å (components).
-std::pair<double, double> evaluate_rmse(Se2aModule& module, const std::vector<FrameData>& frames,
-                                        const std::vector<int>& which) {
-  if (which.empty()) return {kNaN, kNaN};
-  RmsError e_err, f_err;
+// Energy and force errors over frames[which]: energy residuals E_model − E_ref per frame (eV)
+// and the force RMSE (meV/Å, components).
+FrameErrors evaluate_errors(Se2aModule& module, const std::vector<FrameData>& frames, const std::vector<int>& which) {
+  FrameErrors out;
+  out.which = which;
+  if (which.empty()) {
+    out.f_rmse = kNaN;
+    return out;
+  }
+  RmsError f_err;
   constexpr std::size_t kChunk = 4;
   for (std::size_t start = 0; start < which.size(); start += kChunk) {
     std::vector<const EdgeBatch*> parts;
@@ -339,13 +355,38 @@ std::pair<double, double> evaluate_rmse(Se2aModule& module, const std::vector<Fr
     }
     EnergyForces ef = energy_and_forces(module, concat(parts), false);
     torch::Tensor e = ef.frame_energy.to(torch::kFloat64);
-    for (std::size_t k = 0; k < eref.size(); ++k) {
-      e_err.add((e[static_cast<std::int64_t>(k)].item<double>() - eref[k]) / nat[k]);
-    }
+    for (std::size_t k = 0; k < eref.size(); ++k) out.residual.push_back(e[static_cast<std::int64_t>(k)].item<double>() - eref[k]);
     torch::Tensor df = ef.forces.to(torch::kFloat64) - torch::cat(fref).to(torch::kFloat64);
     f_err.add_squares((df * df).sum().item<double>(), df.numel());
   }
-  return {e_err.rms(1000.0), f_err.rms(1000.0)};
+  out.f_rmse = f_err.rms(1000.0);
+  return out;
+}
+
+// Energy RMSE (meV/atom) of the residuals with the per-species shift `delta` (eV, empty: none)
+// subtracted from the model's energies.
+double FrameErrors::e_rmse(const std::vector<FrameData>& frames, const std::vector<double>& delta) const {
+  if (which.empty()) return kNaN;
+  RmsError e_err;
+  for (std::size_t k = 0; k < which.size(); ++k) {
+    const FrameData& f = frames[static_cast<std::size_t>(which[k])];
+    double r = residual[k];
+    for (std::size_t s = 0; s < delta.size(); ++s) r -= f.counts[s] * delta[s];
+    e_err.add(r / f.natoms);
+  }
+  return e_err.rms(1000.0);
+}
+
+// The energy-bias shift that refits the model on frames[which]: counts · δ ≈ residual.
+std::vector<double> FrameErrors::bias_shift(const std::vector<FrameData>& frames, int S) const {
+  if (which.empty()) return {};
+  return per_species_lstsq(frames, which, residual, S);
+}
+
+std::pair<double, double> evaluate_rmse(Se2aModule& module, const std::vector<FrameData>& frames,
+                                        const std::vector<int>& which) {
+  const FrameErrors e = evaluate_errors(module, frames, which);
+  return {e.e_rmse(frames, {}), e.f_rmse};
 }
 
 
@@ -392,6 +433,7 @@ void parse_training_sections(Section& root, TrainConfig& c, const std::string& b
   c.checkpoint_freq = static_cast<int>(t.integer("checkpoint_freq", c.checkpoint_freq, 1, kIntMax, ">= 1"));
   c.val_frames = static_cast<int>(t.integer("val_frames", c.val_frames, 0, kIntMax, ">= 0 (0: all)"));
   c.train_eval_frames = static_cast<int>(t.integer("train_eval_frames", c.train_eval_frames, 0, kIntMax, ">= 0 (0: all)"));
+  c.refit_energy_bias = t.boolean("refit_energy_bias", c.refit_energy_bias);
   t.finish();
 
   Section o = root.section("output");
@@ -476,7 +518,8 @@ json TrainConfig::to_json() const {
         {"disp_freq", disp_freq},
         {"checkpoint_freq", checkpoint_freq},
         {"val_frames", val_frames},
-        {"train_eval_frames", train_eval_frames}}},
+        {"train_eval_frames", train_eval_frames},
+        {"refit_energy_bias", refit_energy_bias}}},
       {"output",
        {{"dir", output_dir},
         {"model", model_file},
@@ -588,6 +631,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt, Se2aMo
   const torch::Dtype dtype = module->dtype();
   const std::vector<FrameData>& frames = data.frames;
   const std::vector<int>& train_idx = data.train_idx;
+  const int nspecies = static_cast<int>(module->architecture().nspecies());
   const std::vector<int>& val_idx = data.val_idx;
   if (spec.param_groups.empty()) throw Error(spec.command + ": nothing to optimise");
 
@@ -612,7 +656,8 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt, Se2aMo
       << "\n";
   log << std::setw(8) << "step" << std::setw(11) << "lr" << std::setw(11) << "loss" << std::setw(11) << "E_trn"
       << std::setw(11) << "E_val" << std::setw(11) << "F_trn" << std::setw(11) << "F_val"
-      << "   (RMSE: E meV/atom, F meV/Å)\n";
+      << (cfg.refit_energy_bias ? "  E_val_fit" : "") << "   (RMSE: E meV/atom, F meV/Å"
+      << (cfg.refit_energy_bias ? "; E_val_fit: with the energy bias refit on the E_trn frames" : "") << ")\n";
   log.flush();
 
   const auto t0 = Clock::now();
@@ -635,8 +680,15 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt, Se2aMo
     c.pref_e = cfg.limit_pref_e + (cfg.start_pref_e - cfg.limit_pref_e) * c.lr / cfg.start_lr;
     c.pref_f = cfg.limit_pref_f + (cfg.start_pref_f - cfg.limit_pref_f) * c.lr / cfg.start_lr;
     c.loss = loss_n > 0 ? loss_sum / loss_n : kNaN;
-    std::tie(c.train_e_rmse, c.train_f_rmse) = evaluate_rmse(module, frames, train_eval);
-    std::tie(c.val_e_rmse, c.val_f_rmse) = evaluate_rmse(module, frames, val_eval);
+    const FrameErrors trn = evaluate_errors(module, frames, train_eval);
+    const FrameErrors val = evaluate_errors(module, frames, val_eval);
+    c.train_e_rmse = trn.e_rmse(frames, {});
+    c.train_f_rmse = trn.f_rmse;
+    c.val_e_rmse = val.e_rmse(frames, {});
+    c.val_f_rmse = val.f_rmse;
+    c.val_e_rmse_refit = cfg.refit_energy_bias && !train_eval.empty()
+                             ? val.e_rmse(frames, trn.bias_shift(frames, nspecies))
+                             : kNaN;
     c.wall_s = wall_before + elapsed();
     loss_sum = 0;
     loss_n = 0;
@@ -645,7 +697,9 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt, Se2aMo
     if (tty) log << "\r\033[K";
     log << std::setw(8) << step << std::setw(11) << sci(c.lr) << std::setw(11) << (std::isnan(c.loss) ? "-" : sci(c.loss))
         << std::setw(11) << fmt(c.train_e_rmse) << std::setw(11) << fmt(c.val_e_rmse) << std::setw(11)
-        << fmt(c.train_f_rmse, 1) << std::setw(11) << fmt(c.val_f_rmse, 1) << "   " << format_duration(c.wall_s)
+        << fmt(c.train_f_rmse, 1) << std::setw(11) << fmt(c.val_f_rmse, 1)
+        << (cfg.refit_energy_bias ? std::string(std::max(0, 11 - static_cast<int>(fmt(c.val_e_rmse_refit).size())), ' ') + fmt(c.val_e_rmse_refit) : std::string())
+        << "   " << format_duration(c.wall_s)
         << " ETA " << format_duration(eta(step)) << std::endl;
   };
 
@@ -725,6 +779,21 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt, Se2aMo
   result.model = spec.export_model(module);
   result.curve = st.curve;
   json prov = spec.provenance;
+  if (cfg.refit_energy_bias && !train_idx.empty()) {
+    // The written model's energy bias, refit on every training frame (the module is untouched,
+    // so a resumed run continues the same optimisation).
+    const int S = static_cast<int>(result.model.energy_bias.size());
+    const FrameErrors all = evaluate_errors(module, frames, train_idx);
+    const std::vector<double> delta = all.bias_shift(frames, S);
+    for (int a = 0; a < S; ++a) result.model.energy_bias[static_cast<std::size_t>(a)] -= delta[static_cast<std::size_t>(a)];
+    json shift = json::object();
+    for (int a = 0; a < S; ++a) shift[result.model.species[static_cast<std::size_t>(a)]] = delta[static_cast<std::size_t>(a)];
+    prov["energy_bias_refit"] = {{"frames", train_idx.size()},
+                                 {"subtracted_eV", shift},
+                                 {"train_energy_rmse_meV_atom", {{"before", all.e_rmse(frames, {})}, {"after", all.e_rmse(frames, delta)}}}};
+    log << "energy bias refit on " << train_idx.size() << " training frames: training E RMSE " << fmt(all.e_rmse(frames, {}))
+        << " -> " << fmt(all.e_rmse(frames, delta)) << " meV/atom\n";
+  }
   prov["created_by"] = spec.command;
   prov["qnn_version"] = QNN_VERSION;
   prov["training_frames"] = train_idx.size();
@@ -736,7 +805,8 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt, Se2aMo
     const CurvePoint& c = st.curve.back();
     auto num = [](double v) { return std::isnan(v) ? json(nullptr) : json(v); };
     prov["final_rmse"] = {{"train_energy_meV_atom", num(c.train_e_rmse)}, {"train_force_meV_A", num(c.train_f_rmse)},
-                          {"val_energy_meV_atom", num(c.val_e_rmse)},     {"val_force_meV_A", num(c.val_f_rmse)}};
+                          {"val_energy_meV_atom", num(c.val_e_rmse)},     {"val_force_meV_A", num(c.val_f_rmse)},
+                          {"val_energy_refit_meV_atom", num(c.val_e_rmse_refit)}};
   }
   result.model.provenance = prov;
   const std::string model_path = cfg.output_path(cfg.model_file);

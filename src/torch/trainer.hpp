@@ -54,6 +54,11 @@ struct TrainConfig {
   int checkpoint_freq = 10000;              // checkpoint interval (steps)
   int val_frames = 0;                       // validation frames per evaluation; 0: all
   int train_eval_frames = 32;               // training frames per evaluation; 0: all
+  // Refit the per-species energy bias of the written model on the training frames: the
+  // minimum-norm least-squares shift δ of counts · δ ≈ E_model − E_ref, subtracted from the
+  // bias (what DeePMD-kit's `dp change-bias` does after training). It never changes the
+  // optimisation; the learning curve reports the validation energy RMSE with and without it.
+  bool refit_energy_bias = true;
   // "output"
   std::string output_dir = ".";
   std::string model_file = "model.qnn";
@@ -85,6 +90,9 @@ struct CurvePoint {
   double train_e_rmse = 0, train_f_rmse = 0;
   double val_e_rmse = 0, val_f_rmse = 0;
   double wall_s = 0;                   // training wall time so far
+  // Validation energy RMSE after refitting the energy bias on the evaluated training frames
+  // (TrainConfig::refit_energy_bias); NaN when off or not measured.
+  double val_e_rmse_refit = 0;
 };
 
 struct TrainOptions {
