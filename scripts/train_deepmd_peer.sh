@@ -41,6 +41,8 @@ DATA=${QNN_PEER_DATA:-$ROOT/examples/data/water-deepmd}
 STEPS=${QNN_PEER_STEPS:-80000}
 TEST_STEPS=${QNN_PEER_TEST_STEPS:-10000 20000 40000 80000}
 PUBLISH=${QNN_PEER_PUBLISH:-}
+# Relative to the caller's directory (the script works inside OUTDIR later).
+if [ -n "$PUBLISH" ]; then mkdir -p "$PUBLISH" && PUBLISH=$(cd "$PUBLISH" && pwd); fi
 TYPE_ONE_SIDE=${QNN_PEER_TYPE_ONE_SIDE:-false}
 STOP_AT=${QNN_PEER_STOP_AT:-$STEPS}
 case "$TYPE_ONE_SIDE" in true|false) ;; *) echo "[train_deepmd_peer] error: QNN_PEER_TYPE_ONE_SIDE must be true or false" >&2; exit 1;; esac
