@@ -283,6 +283,27 @@ TEST_F(TrainTest, EnergyBiasRefitRemovesTheMeanTrainingErrorAndNothingElse) {
   EXPECT_NE(l1.str().find("energy bias refit on 6 training frames"), std::string::npos);
 }
 
+// A diverged run ends in a clear error, writes no model and keeps its checkpoint.
+TEST_F(TrainTest, DivergedTrainingIsReportedNotWrittenWithANaNBias) {
+  TempDir out;
+  std::ostringstream log;
+  json j = tiny_config(out.path());
+  j["learning_rate"] = {{"start_lr", 10.0}, {"stop_lr", 10.0}, {"decay_steps", 10}};
+  j["training"]["steps"] = 30;
+  try {
+    const lt::TrainResult r = run(j, log);
+    // If this run did not diverge, its written file must be finite.
+    for (double b : r.model.energy_bias) EXPECT_TRUE(std::isfinite(b));
+    GTEST_SKIP() << "lr 10 did not make this run diverge";
+  } catch (const qnn::Error& e) {
+    // Either the refit finds non-finite energies or the writer refuses the weights; both name the cause.
+    const std::string msg = e.what();
+    EXPECT_TRUE(msg.find("not finite") != std::string::npos || msg.find("overflow") != std::string::npos) << msg;
+    EXPECT_FALSE(fs::exists(out.path() / "model.qnn"));
+    EXPECT_TRUE(fs::exists(out.path() / "checkpoint.pt"));  // nothing else lost
+  }
+}
+
 // ---------------------------------------------------------------------------- config validation
 
 // Expects from_json to throw qnn::Error mentioning `needle`.

@@ -785,6 +785,11 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt, Se2aMo
     const int S = static_cast<int>(result.model.energy_bias.size());
     const FrameErrors all = evaluate_errors(module, frames, train_idx);
     const std::vector<double> delta = all.bias_shift(frames, S);
+    if (!std::all_of(delta.begin(), delta.end(), [](double d) { return std::isfinite(d); })) {
+      throw Error("energy bias refit: the model's training-frame energies are not finite (the training diverged?); "
+                  "the model is not written. Lower learning_rate.start_lr, or set training.refit_energy_bias false "
+                  "to write it anyway");
+    }
     for (int a = 0; a < S; ++a) result.model.energy_bias[static_cast<std::size_t>(a)] -= delta[static_cast<std::size_t>(a)];
     json shift = json::object();
     for (int a = 0; a < S; ++a) shift[result.model.species[static_cast<std::size_t>(a)]] = delta[static_cast<std::size_t>(a)];
