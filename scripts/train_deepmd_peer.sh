@@ -63,9 +63,8 @@ DP="$VENV/bin/dp"
 PY="$VENV/bin/python"
 [ -x "$DP" ] || die "no dp in $VENV"
 
-export OMP_NUM_THREADS=1 TF_INTRA_OP_PARALLELISM_THREADS=1 TF_INTER_OP_PARALLELISM_THREADS=1 \
-  DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1 TF_CPP_MIN_LOG_LEVEL=2 \
-  CUDA_VISIBLE_DEVICES=""
+# shellcheck disable=SC1091
+source "$ROOT/bench/peer/one_thread.sh"
 
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)

@@ -92,9 +92,8 @@ DP="$VENV/bin/dp"
 DP_LMP="$VENV/bin/lmp"
 [ -x "$DP" ] && [ -x "$DP_LMP" ] || die "the peer venv $VENV lacks dp or lmp (remove it and rerun)"
 
-export OMP_NUM_THREADS=1 TF_INTRA_OP_PARALLELISM_THREADS=1 TF_INTER_OP_PARALLELISM_THREADS=1 \
-  DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1 TF_CPP_MIN_LOG_LEVEL=2 \
-  CUDA_VISIBLE_DEVICES=""
+# shellcheck disable=SC1091
+source "$ROOT/bench/peer/one_thread.sh"
 
 # ------------------------------------------------------------------ 2. the DeePMD-kit model
 # The architecture of potentials/water-se2a.train.json, in DeePMD-kit's input format.

@@ -15,7 +15,8 @@ die() { echo "[dp_test_refit] error: $*" >&2; exit 1; }
 for d in data_0 data_1 data_2; do [ -f "$DATA/$d/type.raw" ] || die "no DeePMD system at $DATA/$d (set QNN_PEER_DATA)"; done
 VENV=$(bash "$ROOT/bench/peer/setup_peer.sh" | tail -n 1)
 DP="$VENV/bin/dp"
-export OMP_NUM_THREADS=1 TF_INTRA_OP_PARALLELISM_THREADS=1 TF_INTER_OP_PARALLELISM_THREADS=1 DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1
+# shellcheck disable=SC1091
+source "$ROOT/bench/peer/one_thread.sh"
 CSV=$OUT/dp_test_refit.csv
 [ -f "$CSV" ] || echo "step,val_e_rmse_meV_atom,val_e_rmse_refit_meV_atom,train_mean_error_meV_atom,train_frames,val_frames" > "$CSV"
 shopt -s nullglob

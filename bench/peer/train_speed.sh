@@ -63,8 +63,8 @@ c["training"].update({"disp_freq": 1000, "save_freq": 10**9})
 assert c["model"]["descriptor"].get("type_one_side") is True
 json.dump(c, open(sys.argv[2], "w"), indent=1)
 PY
-export OMP_NUM_THREADS=1 TF_INTRA_OP_PARALLELISM_THREADS=1 TF_INTER_OP_PARALLELISM_THREADS=1 \
-  DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1 TF_CPP_MIN_LOG_LEVEL=2 CUDA_VISIBLE_DEVICES=""
+# shellcheck disable=SC1091
+source "$ROOT/bench/peer/one_thread.sh"
 pin() { if [ "$MODE" = concurrent ] && command -v taskset > /dev/null; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
 run_qnn() { (cd "$OUT/qnn" && pin 0 "$QNN" train config.json --stop-at "$STEPS" --no-plot > train.log 2>&1); }
 # DeePMD-kit runs the 80k-step schedule (as qnn does) and is stopped once it logs batch STEPS.

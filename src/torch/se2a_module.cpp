@@ -585,4 +585,11 @@ EnergyForces energy_and_forces(Se2aModule& module, const EdgeBatch& batch, bool 
   return out;
 }
 
+torch::Tensor frame_energies(Se2aModule& module, const EdgeBatch& batch) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor atom_e = module->forward(batch.positions.to(module->dtype()), batch.species, batch.edge_i,
+                                               batch.edge_j, batch.edge_shift.to(module->dtype()));
+  return torch::zeros({batch.nframes}, atom_e.options()).index_add(0, batch.frame, atom_e);
+}
+
 }  // namespace qnn::libtorch

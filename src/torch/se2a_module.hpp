@@ -160,4 +160,7 @@ struct EnergyForces {
 // differentiable (for a force loss); otherwise the results are detached.
 EnergyForces energy_and_forces(Se2aModule& module, const EdgeBatch& batch, bool create_graph);
 
+// Frame energies (nframes) in eV of `batch`, without forces or autograd.
+torch::Tensor frame_energies(Se2aModule& module, const EdgeBatch& batch);
+
 }  // namespace qnn::libtorch

@@ -49,7 +49,9 @@ struct FrameErrors {
   // the energy bias must lose for the model to be unbiased on these frames.
   std::vector<double> bias_shift(const std::vector<FrameData>& frames, int nspecies) const;
 };
-FrameErrors evaluate_errors(Se2aModule& module, const std::vector<FrameData>& frames, const std::vector<int>& which);
+// Energies (and, with_forces, forces) of the module over frames[which].
+FrameErrors evaluate_errors(Se2aModule& module, const std::vector<FrameData>& frames, const std::vector<int>& which,
+                            bool with_forces = true);
 
 // Energy (meV/atom) and force (meV/Å) RMSE of the module over frames[which]; NaN when empty.
 std::pair<double, double> evaluate_rmse(Se2aModule& module, const std::vector<FrameData>& frames,

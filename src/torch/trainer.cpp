@@ -333,33 +333,35 @@ double learning_rate(const TrainConfig& c, int k) {
 
 // Energy and force errors over frames[which]: energy residuals E_model − E_ref per frame (eV)
 // and the force RMSE (meV/Å, components).
-FrameErrors evaluate_errors(Se2aModule& module, const std::vector<FrameData>& frames, const std::vector<int>& which) {
+FrameErrors evaluate_errors(Se2aModule& module, const std::vector<FrameData>& frames, const std::vector<int>& which,
+                            bool with_forces) {
   FrameErrors out;
   out.which = which;
-  if (which.empty()) {
-    out.f_rmse = kNaN;
-    return out;
-  }
   RmsError f_err;
   constexpr std::size_t kChunk = 4;
   for (std::size_t start = 0; start < which.size(); start += kChunk) {
     std::vector<const EdgeBatch*> parts;
     std::vector<torch::Tensor> fref;
-    std::vector<double> eref, nat;
+    std::vector<double> eref;
     for (std::size_t k = start; k < std::min(which.size(), start + kChunk); ++k) {
       const FrameData& f = frames[static_cast<std::size_t>(which[k])];
       parts.push_back(&f.edges);
       fref.push_back(f.force_ref);
       eref.push_back(f.energy_ref);
-      nat.push_back(f.natoms);
     }
-    EnergyForces ef = energy_and_forces(module, concat(parts), false);
-    torch::Tensor e = ef.frame_energy.to(torch::kFloat64);
+    const EdgeBatch batch = concat(parts);
+    torch::Tensor e;
+    if (with_forces) {
+      EnergyForces ef = energy_and_forces(module, batch, false);
+      e = ef.frame_energy.to(torch::kFloat64);
+      torch::Tensor df = ef.forces.to(torch::kFloat64) - torch::cat(fref).to(torch::kFloat64);
+      f_err.add_squares((df * df).sum().item<double>(), df.numel());
+    } else {
+      e = frame_energies(module, batch).to(torch::kFloat64);
+    }
     for (std::size_t k = 0; k < eref.size(); ++k) out.residual.push_back(e[static_cast<std::int64_t>(k)].item<double>() - eref[k]);
-    torch::Tensor df = ef.forces.to(torch::kFloat64) - torch::cat(fref).to(torch::kFloat64);
-    f_err.add_squares((df * df).sum().item<double>(), df.numel());
   }
-  out.f_rmse = f_err.rms(1000.0);
+  out.f_rmse = with_forces ? f_err.rms(1000.0) : kNaN;
   return out;
 }
 
@@ -697,9 +699,8 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt, Se2aMo
     if (tty) log << "\r\033[K";
     log << std::setw(8) << step << std::setw(11) << sci(c.lr) << std::setw(11) << (std::isnan(c.loss) ? "-" : sci(c.loss))
         << std::setw(11) << fmt(c.train_e_rmse) << std::setw(11) << fmt(c.val_e_rmse) << std::setw(11)
-        << fmt(c.train_f_rmse, 1) << std::setw(11) << fmt(c.val_f_rmse, 1)
-        << (cfg.refit_energy_bias ? std::string(std::max(0, 11 - static_cast<int>(fmt(c.val_e_rmse_refit).size())), ' ') + fmt(c.val_e_rmse_refit) : std::string())
-        << "   " << format_duration(c.wall_s)
+        << fmt(c.train_f_rmse, 1) << std::setw(11) << fmt(c.val_f_rmse, 1) << std::setw(11)
+        << (cfg.refit_energy_bias ? fmt(c.val_e_rmse_refit) : "") << "   " << format_duration(c.wall_s)
         << " ETA " << format_duration(eta(step)) << std::endl;
   };
 
@@ -782,22 +783,21 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt, Se2aMo
   if (cfg.refit_energy_bias && !train_idx.empty()) {
     // The written model's energy bias, refit on every training frame (the module is untouched,
     // so a resumed run continues the same optimisation).
-    const int S = static_cast<int>(result.model.energy_bias.size());
-    const FrameErrors all = evaluate_errors(module, frames, train_idx);
-    const std::vector<double> delta = all.bias_shift(frames, S);
-    if (!std::all_of(delta.begin(), delta.end(), [](double d) { return std::isfinite(d); })) {
-      throw Error("energy bias refit: the model's training-frame energies are not finite (the training diverged?); "
-                  "the model is not written. Lower learning_rate.start_lr, or set training.refit_energy_bias false "
-                  "to write it anyway");
-    }
-    for (int a = 0; a < S; ++a) result.model.energy_bias[static_cast<std::size_t>(a)] -= delta[static_cast<std::size_t>(a)];
+    // Energies only; a non-finite shift (a diverged run) is refused by write_model's validation.
+    const FrameErrors all = evaluate_errors(module, frames, train_idx, /*with_forces=*/false);
+    const std::vector<double> delta = all.bias_shift(frames, nspecies);
     json shift = json::object();
-    for (int a = 0; a < S; ++a) shift[result.model.species[static_cast<std::size_t>(a)]] = delta[static_cast<std::size_t>(a)];
+    for (int a = 0; a < nspecies; ++a) {
+      const auto ua = static_cast<std::size_t>(a);
+      result.model.energy_bias[ua] -= delta[ua];
+      shift[result.model.species[ua]] = delta[ua];
+    }
+    const double before = all.e_rmse(frames, {}), after = all.e_rmse(frames, delta);
     prov["energy_bias_refit"] = {{"frames", train_idx.size()},
                                  {"subtracted_eV", shift},
-                                 {"train_energy_rmse_meV_atom", {{"before", all.e_rmse(frames, {})}, {"after", all.e_rmse(frames, delta)}}}};
-    log << "energy bias refit on " << train_idx.size() << " training frames: training E RMSE " << fmt(all.e_rmse(frames, {}))
-        << " -> " << fmt(all.e_rmse(frames, delta)) << " meV/atom\n";
+                                 {"train_energy_rmse_meV_atom", {{"before", before}, {"after", after}}}};
+    log << "energy bias refit on " << train_idx.size() << " training frames: training E RMSE " << fmt(before) << " -> "
+        << fmt(after) << " meV/atom\n";
   }
   prov["created_by"] = spec.command;
   prov["qnn_version"] = QNN_VERSION;

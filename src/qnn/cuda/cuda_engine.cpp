@@ -202,11 +202,6 @@ void CudaEngine::compute(const NeighborGraph& g, EvalResult& out, const EvalOpti
   }
 }
 
-namespace {
-
-
-}  // namespace
-
 std::unique_ptr<Evaluator> make_cuda_evaluator(const Model& m, Mode mode, int device) {
   const std::string why = mode_unsupported_reason(m, mode);
   if (!why.empty()) throw Error(why);

@@ -124,7 +124,6 @@ class FloatEvaluator final : public Evaluator {
   Mode mode_;
 };
 
-
 // The network of any mode plus the model's short-range repulsion (repulsion.hpp), which is
 // the same double-precision pair term in every mode.
 class WithRepulsion final : public Evaluator {

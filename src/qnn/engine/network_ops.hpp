@@ -15,8 +15,7 @@
 namespace qnn {
 
 // Switching function s(r) and ds/dr (docs/model.md eq. S), in double.
-QNN_HD_INLINE void switch_function(double r, double rs, double rc, double& s,
-                                            double& ds) {
+QNN_HD_INLINE void switch_function(double r, double rs, double rc, double& s, double& ds) {
   if (r >= rc) {
     s = 0.0;
     ds = 0.0;
@@ -49,8 +48,7 @@ QNN_HD_INLINE void descriptor_from_T(int m1, int m2, const Real* T, Real* D) {
 
 // g_T = dE/dT from g_D = dE/dD (eq. B step 2).
 template <class Real>
-QNN_HD_INLINE void descriptor_backward(int m1, int m2, const Real* T, const Real* gd,
-                                                Real* gt) {
+QNN_HD_INLINE void descriptor_backward(int m1, int m2, const Real* T, const Real* gd, Real* gt) {
   for (int m = 0; m < m1; ++m) {
     Real acc[4] = {0, 0, 0, 0};
     for (int n = 0; n < m2; ++n) {
