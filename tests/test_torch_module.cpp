@@ -13,10 +13,12 @@
 #include <vector>
 
 #include "qnn/data/data.hpp"
+#include "qnn/error.hpp"
 #include "qnn/engine/exact_engine.hpp"
 #include "qnn/graph/graph.hpp"
 #include "qnn/format/model.hpp"
 #include "test_util.hpp"
+#include "torch/embedding_jet.hpp"
 #include "torch/se2a_module.hpp"
 
 namespace {
@@ -72,10 +74,10 @@ Reference engine_eval(const Model& m, const NeighborGraph& g) {
   return {r.energy, r.atom_energy, qnn::fold_ghost_forces(g, r.force)};
 }
 
-// The module's results as doubles.
-Reference module_eval(const Model& m, const NeighborGraph& g, torch::Dtype dtype) {
+// The module's results as doubles (by the embedding jet unless autograd_only).
+Reference module_eval(const Model& m, const NeighborGraph& g, torch::Dtype dtype, bool autograd_only = false) {
   lt::Se2aModule module(m, dtype);
-  lt::EnergyForces ef = lt::energy_and_forces(module, lt::edges_from_graph(g, dtype), false);
+  lt::EnergyForces ef = lt::energy_and_forces(module, lt::edges_from_graph(g, dtype), false, autograd_only);
   Reference out;
   out.energy = ef.frame_energy.to(torch::kFloat64)[0].item<double>();
   torch::Tensor ae = ef.atom_energy.to(torch::kFloat64).contiguous();
@@ -183,6 +185,7 @@ TEST(TorchModule, MatchesEngineDoubleDeepmdEnvMat) {
   m.neighbor_norm = 90;
   const NeighborGraph g = water_graph(3, m.rcut);
   expect_agree(engine_eval<double>(m, g), module_eval(m, g, torch::kFloat64), 1e-10);
+  expect_agree(engine_eval<double>(m, g), module_eval(m, g, torch::kFloat64, /*autograd_only=*/true), 1e-10);
   const NeighborGraph b = small_box_graph(m.rcut, 5);
   expect_agree(engine_eval<double>(m, b), module_eval(m, b, torch::kFloat64), 1e-10);
   // the convention changes the energy: the check above compares two different things
@@ -220,6 +223,7 @@ TEST(TorchModule, MatchesEngineDoubleDoublingTimestep) {
   m.validate("doubling timestep");
   const NeighborGraph g = water_graph(4, m.rcut);
   expect_agree(engine_eval<double>(m, g), module_eval(m, g, torch::kFloat64), 1e-10);
+  expect_agree(engine_eval<double>(m, g), module_eval(m, g, torch::kFloat64, /*autograd_only=*/true), 1e-10);
   const NeighborGraph b = small_box_graph(m.rcut, 7);
   expect_agree(engine_eval<double>(m, b), module_eval(m, b, torch::kFloat64), 1e-10);
 }
@@ -232,6 +236,93 @@ TEST(TorchModule, MatchesEngineFloatOnWater) {
     // float module against float engine, and each against the double result
     expect_agree(engine_eval<float>(m, g), torch_f, 1e-5);
     expect_agree(exact, torch_f, 1e-5);
+    expect_agree(exact, module_eval(m, g, torch::kFloat32, /*autograd_only=*/true), 1e-5);
+  }
+}
+
+// ---------------------------------------------------------------------------- the embedding jet
+
+// The gradient of a training loss (energy and force terms, as the trainer's) with respect to
+// every weight, bias and dt, on a batch of two frames: by the embedding jet, or by autograd
+// through the whole network twice (autograd_only, the reference).
+std::vector<torch::Tensor> loss_gradients(const Model& m, const std::vector<NeighborGraph>& graphs, torch::Dtype dtype,
+                                          bool autograd_only) {
+  lt::Se2aModule module(m, dtype);
+  std::vector<lt::EdgeBatch> parts;
+  for (const NeighborGraph& g : graphs) parts.push_back(lt::edges_from_graph(g, dtype));
+  std::vector<const lt::EdgeBatch*> ptrs;
+  for (const auto& b : parts) ptrs.push_back(&b);
+  const lt::EdgeBatch batch = lt::concat(ptrs);
+  lt::EnergyForces ef = lt::energy_and_forces(module, batch, true, autograd_only);
+  // Fixed, non-trivial references, so that every term has a gradient.
+  const auto n = ef.forces.numel();
+  torch::Tensor fref = torch::sin(torch::arange(n, torch::TensorOptions().dtype(dtype)) * 0.37).view_as(ef.forces);
+  torch::Tensor eref = ef.frame_energy.detach() + 0.25;
+  torch::Tensor loss = 0.3 * (ef.frame_energy - eref).pow(2).sum() + 10.0 * (ef.forces - fref).pow(2).mean();
+  loss.backward();
+  std::vector<torch::Tensor> out;
+  for (const torch::Tensor& p : module->network_parameters()) {
+    EXPECT_TRUE(p.grad().defined());
+    out.push_back(p.grad().defined() ? p.grad().to(torch::kFloat64) : torch::zeros_like(p, torch::kFloat64));
+  }
+  return out;
+}
+
+// Jet against reference, tensor by tensor, relative to each tensor's largest entry; every
+// embedding tensor must have a gradient (the check is not vacuous).
+void expect_same_gradients(const Model& m, torch::Dtype dtype, double tol) {
+  const std::vector<NeighborGraph> graphs{water_graph(5, m.rcut), small_box_graph(m.rcut, 9)};
+  const std::vector<torch::Tensor> jet = loss_gradients(m, graphs, dtype, false);
+  const std::vector<torch::Tensor> ref = loss_gradients(m, graphs, dtype, true);
+  ASSERT_EQ(jet.size(), ref.size());
+  double worst = 0;
+  for (std::size_t k = 0; k < ref.size(); ++k) {
+    const double scale = ref[k].abs().max().item<double>();
+    ASSERT_GT(scale, 0.0) << "parameter " << k << " has no gradient";
+    const double rel = (jet[k] - ref[k]).abs().max().item<double>() / scale;
+    worst = std::max(worst, rel);
+    EXPECT_LE(rel, tol) << "parameter " << k;
+  }
+  std::printf("    %zu parameter tensors, worst relative difference %.2e (tolerance %.0e)\n", ref.size(), worst, tol);
+}
+
+TEST(EmbeddingJet, LossGradientsEqualAutogradDoublingResiduals) {
+  expect_same_gradients(water_like_model(), torch::kFloat64, 1e-10);
+}
+
+TEST(EmbeddingJet, LossGradientsEqualAutogradIdentityResiduals) {
+  expect_same_gradients(identity_model(), torch::kFloat64, 1e-10);
+}
+
+TEST(EmbeddingJet, LossGradientsEqualAutogradDeepmdPairNetsTimestep) {
+  Model m = qnn::test::small_pair_model(27, 4.0, {30, 60});
+  for (qnn::Net& n : m.embed) {
+    qnn::DenseLayer& L = n.layers[1];
+    L.residual = qnn::Residual::DoublingTimestep;
+    L.dt.assign(static_cast<std::size_t>(L.out), 0.0);
+    for (int o = 0; o < L.out; ++o) L.dt[static_cast<std::size_t>(o)] = 0.05 + 0.01 * o;
+  }
+  m.env_mat = "deepmd";
+  m.validate("jet test");
+  expect_same_gradients(m, torch::kFloat64, 1e-10);
+}
+
+TEST(EmbeddingJet, LossGradientsEqualAutogradInFloat) {
+  Model m = water_like_model();
+  m.env_mat = "deepmd";
+  expect_same_gradients(m, torch::kFloat32, 1e-5);
+}
+
+TEST(EmbeddingJet, RefusesFakeQuantizedLayers) {
+  const Model m = water_like_model();
+  lt::Se2aModule module(m, torch::kFloat64);
+  std::vector<lt::TorchLayer> net = module->embed_layers()[0];
+  net[1].fq.weight_bits = 8;
+  try {
+    lt::embedding_jet(net, torch::zeros({3}, torch::kFloat64));
+    ADD_FAILURE() << "no error";
+  } catch (const qnn::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("fake-quantized"), std::string::npos) << e.what();
   }
 }
 

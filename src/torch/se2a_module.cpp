@@ -2,9 +2,12 @@
 #include "torch/se2a_module.hpp"
 
 #include <cmath>
+#include <optional>
+#include <tuple>
 #include <string>
 
 #include "qnn/error.hpp"
+#include "torch/embedding_jet.hpp"
 #include "torch/qat.hpp"
 
 namespace qnn::libtorch {
@@ -374,59 +377,73 @@ torch::Tensor Se2aModuleImpl::forward(const torch::Tensor& positions, const torc
   return forward_env(geo.shat, geo.R, species, edge_i, edge_j);
 }
 
+// The slot blocks of eqs. G and D; see the header.
+std::vector<Se2aModuleImpl::SlotBlock> Se2aModuleImpl::slot_blocks(const torch::Tensor& species,
+                                                                   const torch::Tensor& edge_i,
+                                                                   const torch::Tensor& aj) const {
+  const std::int64_t S = arch_.nspecies();
+  const std::int64_t N = species.size(0);
+  const std::vector<torch::Tensor> slots = padded_slots(edge_i, aj, N, S);   // (S) each (N*nmax_a)
+  std::vector<torch::Tensor> centres_of;  // pair nets: the centres of each species
+  if (!arch_.type_one_side) {
+    for (std::int64_t c = 0; c < S; ++c) centres_of.push_back(where_equal(species, c));
+  }
+  std::vector<SlotBlock> out;
+  for (std::int64_t a = 0; a < S; ++a) {
+    const torch::Tensor& pad = slots[static_cast<std::size_t>(a)];
+    if (pad.numel() == 0) continue;
+    const std::int64_t nmax = pad.numel() / N;
+    if (arch_.type_one_side) {
+      out.push_back({pad, torch::Tensor(), N, nmax, static_cast<int>(a)});
+      continue;
+    }
+    // Pair nets (type_one_side false): net c·S + a embeds the slots of the centres of species c.
+    for (std::int64_t c = 0; c < S; ++c) {
+      const torch::Tensor& idx = centres_of[static_cast<std::size_t>(c)];
+      const std::int64_t nc = idx.numel();
+      if (nc == 0) continue;
+      out.push_back({pad.view({N, nmax}).index_select(0, idx).reshape({nc * nmax}), idx, nc, nmax,
+                     static_cast<int>(c * S + a)});
+    }
+  }
+  return out;
+}
+
 torch::Tensor Se2aModuleImpl::forward_env(const torch::Tensor& shat, const torch::Tensor& R,
                                           const torch::Tensor& species, const torch::Tensor& edge_i,
                                           const torch::Tensor& edge_j) {
-  const std::int64_t S = arch_.nspecies();
   const std::int64_t N = species.size(0);
   const std::int64_t M1 = arch_.m1();
-  const std::int64_t M2 = arch_.axis_neuron;
   const auto opts = R.options();
-  const bool deepmd = arch_.deepmd_env_mat();
   torch::Tensor aj = species.index_select(0, edge_j);   // (E)
 
   // Eqs. G and D, padded per neighbour species: the edges of centre i with neighbour species a
   // fill the slots i·nmax_a + rank of an (N, nmax_a) layout; empty slots have R̂ = 0, so they add
   // exactly nothing to T_i = (1/Nc) Σ_j G_ij ⊗ R̂_ij and no gather/scatter of G is needed.
-  const std::vector<torch::Tensor> slots = padded_slots(edge_i, aj, N, S);   // (S) each (N*nmax_a)
   torch::Tensor shat_ext = torch::cat({shat, torch::zeros({1}, opts)});      // (E+1), last: empty slot
   torch::Tensor R_ext = torch::cat({R, torch::zeros({1, 4}, opts)});         // (E+1, 4)
-  torch::Tensor T;                                                           // (N, M1, 4)
-  const bool one_side = arch_.type_one_side;
-  std::vector<torch::Tensor> centres_of;  // pair nets: the centres of each species
-  if (!one_side)
-    for (std::int64_t c = 0; c < S; ++c) centres_of.push_back(where_equal(species, c));
-  for (std::int64_t a = 0; a < S; ++a) {
-    const torch::Tensor& pad = slots[static_cast<std::size_t>(a)];
-    if (pad.numel() == 0) continue;
-    const std::int64_t nmax = pad.numel() / N;
-    if (!one_side) {
-      // Pair nets (type_one_side false): net c·S + a embeds the slots of the centres of species c.
-      if (!T.defined()) T = torch::zeros({N, M1, 4}, opts);
-      for (std::int64_t c = 0; c < S; ++c) {
-        const torch::Tensor& idx = centres_of[static_cast<std::size_t>(c)];
-        const std::int64_t nc = idx.numel();
-        if (nc == 0) continue;
-        torch::Tensor pad_c = pad.view({N, nmax}).index_select(0, idx).reshape({nc * nmax});
-        torch::Tensor in = shat_ext.index_select(0, pad_c).unsqueeze(1);
-        torch::Tensor valid = observer_ ? torch::nonzero(pad_c < edge_i.size(0)).squeeze(1) : torch::Tensor();
-        const int net = static_cast<int>(c * S + a);
-        torch::Tensor G = apply_net(embed_[static_cast<std::size_t>(net)], in, 0, net, valid).view({nc, nmax, M1});
-        torch::Tensor Ra = R_ext.index_select(0, pad_c).view({nc, nmax, 4});
-        T = T.index_add(0, idx, torch::bmm(G.transpose(1, 2), Ra));
-      }
-      continue;
-    }
-    torch::Tensor in = shat_ext.index_select(0, pad).unsqueeze(1);                          // (N*nmax, 1)
-    torch::Tensor valid = observer_ ? torch::nonzero(pad < edge_i.size(0)).squeeze(1) : torch::Tensor();  // filled slots
-    torch::Tensor G = apply_net(embed_[static_cast<std::size_t>(a)], in, 0, static_cast<int>(a), valid)
-                          .view({N, nmax, M1});                                             // (N, nmax, M1)
-    torch::Tensor Ra = R_ext.index_select(0, pad).view({N, nmax, 4});                        // (N, nmax, 4)
-    torch::Tensor t = torch::bmm(G.transpose(1, 2), Ra);                                     // (N, M1, 4)
-    T = T.defined() ? T + t : t;
+  torch::Tensor T = torch::zeros({N, M1, 4}, opts);                          // Σ_slots G ⊗ R̂
+  for (const SlotBlock& b : slot_blocks(species, edge_i, aj)) {
+    torch::Tensor in = shat_ext.index_select(0, b.pad).unsqueeze(1);                    // (nb*nmax, 1)
+    torch::Tensor valid = observer_ ? torch::nonzero(b.pad < edge_i.size(0)).squeeze(1) : torch::Tensor();
+    torch::Tensor G = apply_net(embed_[static_cast<std::size_t>(b.net)], in, 0, b.net, valid)
+                          .view({b.nb, b.nmax, M1});                                   // (nb, nmax, M1)
+    torch::Tensor Ra = R_ext.index_select(0, b.pad).view({b.nb, b.nmax, 4});           // (nb, nmax, 4)
+    torch::Tensor t = torch::bmm(G.transpose(1, 2), Ra);                                // (nb, M1, 4)
+    T = b.centres.defined() ? T.index_add(0, b.centres, t) : T + t;
   }
-  if (!T.defined()) T = torch::zeros({N, M1, 4}, opts);
-  if (deepmd && N > 0) {
+  return energy_from_slots(T, species, edge_i, aj);
+}
+
+torch::Tensor Se2aModuleImpl::energy_from_slots(const torch::Tensor& slot_sum, const torch::Tensor& species,
+                                                const torch::Tensor& edge_i, const torch::Tensor& aj) const {
+  const std::int64_t S = arch_.nspecies();
+  const std::int64_t N = species.size(0);
+  const std::int64_t M1 = arch_.m1();
+  const std::int64_t M2 = arch_.axis_neuron;
+  const auto opts = slot_sum.options();
+  torch::Tensor T = slot_sum;
+  if (arch_.deepmd_env_mat() && N > 0) {
     // Empty slots (DeePMD convention): centre i has sel[a] − n_ia slots of species a that no
     // edge fills, each adding G_a(ŝ₀) ŝ₀ to column 0 of T_i, ŝ₀ = −mean_s/std_s of the pair.
     // An edge at r >= rcut has s = 0, so it adds exactly what an empty slot adds: n_ia counts
@@ -437,7 +454,7 @@ torch::Tensor Se2aModuleImpl::forward_env(const torch::Tensor& shat, const torch
       torch::Tensor pairs = torch::arange(S, edge_i.options()) * S + a;                  // (S) [centre][a]
       torch::Tensor s0 = -mean_s_.index_select(0, pairs) / std_s_.index_select(0, pairs);  // (S) per centre species
       torch::Tensor g0;                                                                  // (S, M1)
-      if (one_side) {
+      if (arch_.type_one_side) {
         g0 = apply_net(embed_[static_cast<std::size_t>(a)], s0.unsqueeze(1), 0, static_cast<int>(a), torch::Tensor());
       } else {
         std::vector<torch::Tensor> rows;
@@ -454,9 +471,12 @@ torch::Tensor Se2aModuleImpl::forward_env(const torch::Tensor& shat, const torch
     T = T + torch::cat({pad.unsqueeze(2), torch::zeros({N, M1, 3}, opts)}, 2);
   }
   T = T / arch_.neighbor_norm;
-  // Eq. D: D_i = T_i T_i[:M2]ᵀ, flattened row-major (m·M2 + n).
-  torch::Tensor T2 = T.index({Slice(), Slice(0, M2), Slice()});                // (N, M2, 4)
-  torch::Tensor D = torch::matmul(T, T2.transpose(1, 2)).reshape({N, M1 * M2});  // (N, M1*M2)
+  // Eq. D: D_i = T_i T_i[:M2]ᵀ, flattened row-major (m·M2 + n), as four outer products: the
+  // contraction has length 4, and LibTorch's CPU bmm would make one GEMM call per atom.
+  torch::Tensor T2 = T.narrow(1, 0, M2);                                        // (N, M2, 4)
+  torch::Tensor D = T.select(2, 0).unsqueeze(2) * T2.select(2, 0).unsqueeze(1);  // (N, M1, M2)
+  for (std::int64_t k = 1; k < 4; ++k) D = D + T.select(2, k).unsqueeze(2) * T2.select(2, k).unsqueeze(1);
+  D = D.reshape({N, M1 * M2});
 
   // Eq. F: fitting net of the centre species plus the energy bias.
   torch::Tensor atom_e;  // (N)
@@ -475,6 +495,62 @@ torch::Tensor Se2aModuleImpl::forward_env(const torch::Tensor& shat, const torch
   }
   if (!atom_e.defined()) atom_e = torch::zeros({N}, opts);
   return atom_e;
+}
+
+// The embedding-jet path; see the header. With Σ = Σ_slots G ⊗ R̂ (N, M1, 4) and gΣ = dE/dΣ
+// (autograd through eqs. D and F only), each slot's gradients are dE/dG = R̂ gΣᵀ and
+// dE/dR̂ = G gΣ, and dE/dŝ = (dE/dG) · G' (docs/training.md, eq. J4; slot_gradients).
+std::pair<torch::Tensor, torch::Tensor> Se2aModuleImpl::energy_and_edge_gradient(
+    const Geometry& geo, const torch::Tensor& species, const torch::Tensor& edge_i, const torch::Tensor& edge_j,
+    bool create_graph) {
+  if (!jet_ready()) throw Error("energy_and_edge_gradient: not available with fake quantization or an observer");
+  const std::int64_t N = species.size(0);
+  const std::int64_t E = edge_i.size(0);
+  const std::int64_t M1 = arch_.m1();
+  const auto opts = geo.R.options();
+  torch::Tensor aj = species.index_select(0, edge_j);   // (E)
+  // Each block's filled slots only, in CSR order (centre-major): the jet skips empty slots.
+  struct Jet {
+    torch::Tensor rows, offsets, G, Gp, R;  // (n), (nb+1), (n, M1), (n, M1), (n, 4)
+  };
+  const std::vector<SlotBlock> blocks = slot_blocks(species, edge_i, aj);
+  std::vector<Jet> jets;
+  torch::Tensor T = torch::zeros({N, M1, 4}, opts);
+  {
+    std::optional<torch::NoGradGuard> no_grad;
+    if (!create_graph) no_grad.emplace();
+    for (const SlotBlock& b : blocks) {
+      Jet j;
+      torch::Tensor filled = b.pad < E;                                       // (nb*nmax)
+      j.rows = b.pad.masked_select(filled);                                  // (n) edge indices
+      j.offsets = torch::cat({torch::zeros({1}, b.pad.options()), filled.view({b.nb, b.nmax}).sum(1).cumsum(0)});
+      std::vector<torch::Tensor> gj = embedding_jet(embed_[static_cast<std::size_t>(b.net)], geo.shat.index_select(0, j.rows));
+      j.G = gj[0];
+      j.Gp = gj[1];
+      j.R = geo.R.index_select(0, j.rows);
+      torch::Tensor t = slot_sum(j.G, j.R, j.offsets);  // (nb, M1, 4)
+      T = b.centres.defined() ? T.index_add(0, b.centres, t) : T + t;
+      jets.push_back(std::move(j));
+    }
+  }
+  if (!T.requires_grad()) T = T.detach().requires_grad_(true);
+  torch::Tensor atom_e = energy_from_slots(T, species, edge_i, aj);
+  torch::Tensor gT = torch::autograd::grad({atom_e.sum()}, {T}, {}, create_graph, create_graph, /*allow_unused=*/true)[0];
+  std::optional<torch::NoGradGuard> no_grad;
+  if (!create_graph) no_grad.emplace();
+  if (!gT.defined()) gT = torch::zeros_like(T);
+  torch::Tensor gs = torch::zeros({E}, opts);     // dE/dŝ per edge through G
+  torch::Tensor gR = torch::zeros({E, 4}, opts);  // dE/dR̂ per edge
+  for (std::size_t k = 0; k < blocks.size(); ++k) {
+    const SlotBlock& b = blocks[k];
+    const Jet& j = jets[k];
+    torch::Tensor gTb = b.centres.defined() ? gT.index_select(0, b.centres) : gT;  // (nb, M1, 4)
+    const std::vector<torch::Tensor> sg = slot_gradients(gTb, j.G, j.Gp, j.R, j.offsets);  // (n), (n, 4)
+    gs = gs.index_add(0, j.rows, sg[0]);
+    gR = gR.index_add(0, j.rows, sg[1]);
+  }
+  torch::Tensor gx = gs.unsqueeze(1) * geo.dshat_dx + (gR.unsqueeze(2) * geo.dR_dx).sum(1);  // (E, 3)
+  return {atom_e, gx};
 }
 
 // Convenience overload on a batch.
@@ -554,7 +630,7 @@ void Se2aModuleImpl::set_energy_bias(const std::vector<double>& bias) {
 // E per atom and frame, F = −dE/dpos: autograd gives dE/dŝ and dE/dR̂ per edge (through the
 // network only), contracted here with the analytic derivatives of the edge inputs and summed
 // onto the two atoms of each edge (x_ij = x_j − x_i).
-EnergyForces energy_and_forces(Se2aModule& module, const EdgeBatch& batch, bool create_graph) {
+EnergyForces energy_and_forces(Se2aModule& module, const EdgeBatch& batch, bool create_graph, bool autograd_only) {
   torch::Tensor pos = batch.positions.detach().to(module->dtype());
   torch::Tensor shift = batch.edge_shift.to(module->dtype());
   Se2aModuleImpl::Geometry geo;
@@ -562,15 +638,20 @@ EnergyForces energy_and_forces(Se2aModule& module, const EdgeBatch& batch, bool 
     torch::NoGradGuard no_grad;
     geo = module->geometry(pos, batch.species, batch.edge_i, batch.edge_j, shift, true);
   }
-  torch::Tensor shat = geo.shat.requires_grad_(true);
-  torch::Tensor R = geo.R.requires_grad_(true);
-  torch::Tensor atom_e = module->forward_env(shat, R, batch.species, batch.edge_i, batch.edge_j);
+  torch::Tensor atom_e, gx;  // (N), dE/dx_ij (E, 3)
+  if (module->jet_ready() && !autograd_only) {
+    std::tie(atom_e, gx) = module->energy_and_edge_gradient(geo, batch.species, batch.edge_i, batch.edge_j, create_graph);
+  } else {
+    torch::Tensor shat = geo.shat.requires_grad_(true);
+    torch::Tensor R = geo.R.requires_grad_(true);
+    atom_e = module->forward_env(shat, R, batch.species, batch.edge_i, batch.edge_j);
+    const auto g = torch::autograd::grad({atom_e.sum()}, {shat, R}, {}, create_graph, create_graph,
+                                         /*allow_unused=*/true);
+    gx = torch::zeros({geo.R.size(0), 3}, pos.options());
+    if (g[0].defined()) gx = gx + g[0].unsqueeze(1) * geo.dshat_dx;
+    if (g[1].defined()) gx = gx + (g[1].unsqueeze(2) * geo.dR_dx).sum(1);
+  }
   torch::Tensor frame_e = torch::zeros({batch.nframes}, atom_e.options()).index_add(0, batch.frame, atom_e);
-  const auto g = torch::autograd::grad({frame_e.sum()}, {shat, R}, {}, create_graph, create_graph,
-                                       /*allow_unused=*/true);
-  torch::Tensor gx = torch::zeros({geo.R.size(0), 3}, pos.options());  // dE/dx_ij (E, 3)
-  if (g[0].defined()) gx = gx + g[0].unsqueeze(1) * geo.dshat_dx;
-  if (g[1].defined()) gx = gx + (g[1].unsqueeze(2) * geo.dR_dx).sum(1);
   torch::Tensor dE_dpos = torch::zeros_like(pos).index_add(0, batch.edge_j, gx).index_add(0, batch.edge_i, -gx);
   EnergyForces out;
   if (create_graph) {

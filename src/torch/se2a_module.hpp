@@ -8,6 +8,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <utility>
 #include <vector>
 
 #include <torch/torch.h>
@@ -102,6 +103,17 @@ class Se2aModuleImpl : public torch::nn::Module {
   torch::Tensor forward_env(const torch::Tensor& shat, const torch::Tensor& R, const torch::Tensor& species,
                             const torch::Tensor& edge_i, const torch::Tensor& edge_j);
 
+  // Per-atom energies (N) and dE/dx_ij per edge (E, 3) from the geometry with derivatives, by
+  // the embedding jet (embedding_jet.hpp): the embedding nets give G and dG/dŝ in one pass,
+  // autograd differentiates only eqs. D and F, and the chain rule down to the edges is written
+  // out, so a force loss differentiates every embedding net once instead of twice. With
+  // create_graph both results are differentiable with respect to the parameters; otherwise the
+  // embedding runs without a graph. Only without fake quantization or an observer (jet_ready).
+  std::pair<torch::Tensor, torch::Tensor> energy_and_edge_gradient(const Geometry& geo, const torch::Tensor& species,
+                                                                   const torch::Tensor& edge_i,
+                                                                   const torch::Tensor& edge_j, bool create_graph);
+  bool jet_ready() const { return !fake_quant_ && !observer_; }
+
   // A Model with this module's current weights, statistics and bias (other fields, such as
   // species names and provenance, from the model it was built from).
   Model to_model() const;
@@ -137,6 +149,18 @@ class Se2aModuleImpl : public torch::nn::Module {
  private:
   torch::Tensor apply_net(const std::vector<TorchLayer>& net, torch::Tensor y, int family, int index,
                           const torch::Tensor& rows) const;
+  // The padded neighbour slots of eqs. G and D, by embedding net: `pad` holds nb·nmax edge
+  // indices (E for an empty slot) of the centres `centres` (undefined: all N atoms in order).
+  struct SlotBlock {
+    torch::Tensor pad, centres;
+    std::int64_t nb = 0, nmax = 0;
+    int net = 0;
+  };
+  std::vector<SlotBlock> slot_blocks(const torch::Tensor& species, const torch::Tensor& edge_i,
+                                     const torch::Tensor& aj) const;
+  // Per-atom energies from Σ_slots G ⊗ R̂ (N, M1, 4): the empty-slot term, 1/Nc, eqs. D and F.
+  torch::Tensor energy_from_slots(const torch::Tensor& slot_sum, const torch::Tensor& species,
+                                  const torch::Tensor& edge_i, const torch::Tensor& aj) const;
 
   Model arch_;                                   // architecture and metadata; weights ignored
   torch::Dtype dtype_;
@@ -156,9 +180,12 @@ struct EnergyForces {
   torch::Tensor forces;        // (N, 3) eV/Å, −dE/dpos (folded onto owners)
 };
 
-// Evaluates the module on `batch` with forces by autograd. With create_graph the forces stay
-// differentiable (for a force loss); otherwise the results are detached.
-EnergyForces energy_and_forces(Se2aModule& module, const EdgeBatch& batch, bool create_graph);
+// Evaluates the module on `batch` with forces. With create_graph the forces stay
+// differentiable (for a force loss); otherwise the results are detached. The embedding jet
+// computes them when the module allows (jet_ready); `autograd_only` takes the reference path,
+// autograd through the whole network (twice, for a force loss), instead.
+EnergyForces energy_and_forces(Se2aModule& module, const EdgeBatch& batch, bool create_graph,
+                               bool autograd_only = false);
 
 // Frame energies (nframes) in eV of `batch`, without forces or autograd.
 torch::Tensor frame_energies(Se2aModule& module, const EdgeBatch& batch);

@@ -1,0 +1,210 @@
+// The embedding jet: G and dG/dŝ of an embedding net in one pass, and its first-order backward
+// (docs/training.md, "The embedding jet", eqs. J1–J4). The row loops are in jet_kernels.cpp.
+#include "torch/embedding_jet.hpp"
+
+#include <cstdint>
+#include <string>
+
+#include "qnn/error.hpp"
+#include "torch/jet_kernels.hpp"
+
+namespace qnn::libtorch {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+bool doubles(Residual r) { return r == Residual::Doubling || r == Residual::DoublingTimestep; }
+bool has_dt(Residual r) { return r == Residual::Timestep || r == Residual::DoublingTimestep; }
+jet::Res kernel_res(Residual r) {
+  if (r == Residual::None) return jet::Res::None;
+  return doubles(r) ? jet::Res::Doubling : jet::Res::Identity;
+}
+
+// The autograd node. Inputs: ŝ (n) and the parameters in layer order (W, b and, with a
+// timestep, dt); `codes` holds per layer residual · 2 + (tanh ? 1 : 0). Every layer works on
+// the stacked rows Y = [y; t] (2n, width): one GEMM Y·W serves the values and the tangents.
+struct EmbeddingJetFunction : public torch::autograd::Function<EmbeddingJetFunction> {
+  static variable_list forward(AutogradContext* ctx, const torch::Tensor& shat, torch::TensorList params,
+                               const std::vector<std::int64_t>& codes) {
+    const std::int64_t n = shat.size(0);
+    torch::Tensor Y = torch::cat({shat.reshape({n, 1}), torch::ones({n, 1}, shat.options())}, 0);  // (2n, 1)
+    std::vector<torch::Tensor> saved;  // per layer: Y (input), Z (a; u), W, dt
+    std::size_t p = 0;
+    for (const std::int64_t code : codes) {
+      const auto res = static_cast<Residual>(code / 2);
+      const bool tanh_act = (code % 2) != 0;
+      const torch::Tensor& W = params[p++];
+      const torch::Tensor b = params[p++].contiguous();
+      const std::int64_t in = W.size(0), out = W.size(1);
+      const torch::Tensor dt = has_dt(res) ? params[p++].contiguous() : torch::ones({out}, shat.options());
+      torch::Tensor Z = torch::mm(Y, W);  // (2n, out): [y·W; t·W]
+      torch::Tensor Y1 = torch::empty({2 * n, out}, shat.options());
+      AT_DISPATCH_FLOATING_TYPES(shat.scalar_type(), "embedding_jet_forward", [&] {
+        jet::layer_forward<scalar_t>(n, in, out, kernel_res(res), tanh_act, b.data_ptr<scalar_t>(),
+                                     dt.data_ptr<scalar_t>(), Y.data_ptr<scalar_t>(), Z.data_ptr<scalar_t>(),
+                                     Y1.data_ptr<scalar_t>());
+      });
+      saved.insert(saved.end(), {Y, Z, W, dt});
+      Y = Y1;
+    }
+    ctx->save_for_backward(saved);
+    ctx->saved_data["codes"] = codes;
+    return {Y.narrow(0, 0, n), Y.narrow(0, n, n)};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    const std::vector<std::int64_t> codes = ctx->saved_data["codes"].toIntVector();
+    const variable_list saved = ctx->get_saved_variables();
+    const std::size_t L = codes.size();
+    const torch::Tensor& last_Z = saved[4 * (L - 1) + 1];
+    const std::int64_t n = last_Z.size(0) / 2;
+    const auto opts = last_Z.options();
+    torch::Tensor gy = grad_out[0].defined() ? grad_out[0] : torch::zeros({n, last_Z.size(1)}, opts);
+    torch::Tensor gt = grad_out[1].defined() ? grad_out[1] : torch::zeros({n, last_Z.size(1)}, opts);
+    torch::Tensor GY = torch::cat({gy, gt}, 0);  // (2n, out)
+    std::vector<variable_list> per_layer(L);    // gW, gb[, gdt]
+    for (std::size_t l = L; l-- > 0;) {
+      const auto res = static_cast<Residual>(codes[l] / 2);
+      const bool tanh_act = (codes[l] % 2) != 0;
+      const torch::Tensor &Y = saved[4 * l], &Z = saved[4 * l + 1], &W = saved[4 * l + 2], &dt = saved[4 * l + 3];
+      const std::int64_t in = W.size(0), out = W.size(1);
+      torch::Tensor GZ = torch::empty_like(Z);
+      std::vector<double> gb(static_cast<std::size_t>(out), 0.0), gdt(has_dt(res) ? gb.size() : 0, 0.0);
+      AT_DISPATCH_FLOATING_TYPES(Z.scalar_type(), "embedding_jet_backward", [&] {
+        jet::layer_backward<scalar_t>(n, out, tanh_act, dt.data_ptr<scalar_t>(), GY.data_ptr<scalar_t>(),
+                                      Z.data_ptr<scalar_t>(), GZ.data_ptr<scalar_t>(), gb.data(),
+                                      gdt.empty() ? nullptr : gdt.data());
+      });
+      // Eq. J3, the products: gW = Yᵀ [gz; gu], and the inputs' gradient [gz; gu] Wᵀ + resᵀ(GY).
+      auto to_tensor = [&](const std::vector<double>& v) {
+        return torch::tensor(v, torch::TensorOptions().dtype(torch::kFloat64)).to(Z.scalar_type());
+      };
+      variable_list g{torch::mm(Y.t(), GZ), to_tensor(gb)};
+      if (has_dt(res)) g.push_back(to_tensor(gdt));
+      per_layer[l] = std::move(g);
+      if (l == 0) break;  // ŝ is a constant: no gradient to its input
+      torch::Tensor skip;  // resᵀ(GY) (2n, in)
+      if (res != Residual::None) skip = doubles(res) ? GY.narrow(1, 0, in) + GY.narrow(1, in, in) : GY;
+      GY = skip.defined() ? torch::addmm(skip, GZ, W.t()) : torch::mm(GZ, W.t());
+    }
+    variable_list out{torch::Tensor()};  // ŝ
+    for (auto& g : per_layer) out.insert(out.end(), g.begin(), g.end());
+    out.push_back(torch::Tensor());  // `codes`: a non-tensor input still takes one slot
+    return out;
+  }
+};
+
+// Σ_b = Σ_j G_j ⊗ R̂_j over the CSR rows of each centre; backward gG_j = gΣ_b R̂_j.
+struct SlotSumFunction : public torch::autograd::Function<SlotSumFunction> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& G, const torch::Tensor& R,
+                               const torch::Tensor& offsets) {
+    const std::int64_t nb = offsets.size(0) - 1, M = G.size(1);
+    torch::Tensor out = torch::empty({nb, M, 4}, G.options());
+    AT_DISPATCH_FLOATING_TYPES(G.scalar_type(), "slot_sum", [&] {
+      jet::slot_sum<scalar_t>(nb, M, offsets.data_ptr<std::int64_t>(), G.data_ptr<scalar_t>(), R.data_ptr<scalar_t>(),
+                              out.data_ptr<scalar_t>());
+    });
+    ctx->save_for_backward({R, offsets});
+    ctx->saved_data["M"] = M;
+    return out;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    const variable_list saved = ctx->get_saved_variables();
+    const torch::Tensor &R = saved[0], &offsets = saved[1];
+    const std::int64_t nb = offsets.size(0) - 1, M = ctx->saved_data["M"].toInt();
+    torch::Tensor gS = grad_out[0].contiguous();
+    torch::Tensor gG = torch::empty({R.size(0), M}, gS.options());
+    AT_DISPATCH_FLOATING_TYPES(gS.scalar_type(), "slot_sum_backward", [&] {
+      jet::slot_sum_backward<scalar_t>(nb, M, offsets.data_ptr<std::int64_t>(), gS.data_ptr<scalar_t>(),
+                                       R.data_ptr<scalar_t>(), gG.data_ptr<scalar_t>());
+    });
+    return {gG, torch::Tensor(), torch::Tensor()};
+  }
+};
+
+// Eq. J4 per row (jet_kernels.hpp, slot_gradients), differentiable once in gΣ, G and G'.
+struct SlotGradientsFunction : public torch::autograd::Function<SlotGradientsFunction> {
+  static variable_list forward(AutogradContext* ctx, const torch::Tensor& gsum, const torch::Tensor& G,
+                               const torch::Tensor& Gp, const torch::Tensor& R, const torch::Tensor& offsets) {
+    torch::Tensor gS = gsum.contiguous();
+    const std::int64_t nb = offsets.size(0) - 1, rows = G.size(0), M = G.size(1);
+    torch::Tensor s = torch::empty({rows}, G.options());
+    torch::Tensor rho = torch::empty({rows, 4}, G.options());
+    AT_DISPATCH_FLOATING_TYPES(G.scalar_type(), "slot_gradients", [&] {
+      jet::slot_gradients<scalar_t>(nb, M, offsets.data_ptr<std::int64_t>(), gS.data_ptr<scalar_t>(),
+                                    G.data_ptr<scalar_t>(), Gp.data_ptr<scalar_t>(), R.data_ptr<scalar_t>(),
+                                    s.data_ptr<scalar_t>(), rho.data_ptr<scalar_t>());
+    });
+    ctx->save_for_backward({gS, G, Gp, R, offsets});
+    return {s, rho};
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    const variable_list saved = ctx->get_saved_variables();
+    const torch::Tensor &gS = saved[0], &G = saved[1], &Gp = saved[2], &R = saved[3], &offsets = saved[4];
+    const std::int64_t nb = offsets.size(0) - 1, rows = G.size(0), M = G.size(1);
+    torch::Tensor gs = grad_out[0].defined() ? grad_out[0].contiguous() : torch::zeros({rows}, G.options());
+    torch::Tensor grho = grad_out[1].defined() ? grad_out[1].contiguous() : torch::zeros({rows, 4}, G.options());
+    torch::Tensor g_gS = torch::empty_like(gS), gG = torch::empty_like(G), gGp = torch::empty_like(Gp);
+    AT_DISPATCH_FLOATING_TYPES(G.scalar_type(), "slot_gradients_backward", [&] {
+      jet::slot_gradients_backward<scalar_t>(nb, M, offsets.data_ptr<std::int64_t>(), gS.data_ptr<scalar_t>(),
+                                             G.data_ptr<scalar_t>(), Gp.data_ptr<scalar_t>(), R.data_ptr<scalar_t>(),
+                                             gs.data_ptr<scalar_t>(), grho.data_ptr<scalar_t>(),
+                                             g_gS.data_ptr<scalar_t>(), gG.data_ptr<scalar_t>(),
+                                             gGp.data_ptr<scalar_t>());
+    });
+    return {g_gS, gG, gGp, torch::Tensor(), torch::Tensor()};
+  }
+};
+
+// Checks shared by the slot functions.
+void check_slots(const char* what, const torch::Tensor& G, const torch::Tensor& R, const torch::Tensor& offsets) {
+  const bool ok = G.dim() == 2 && R.dim() == 2 && R.size(1) == 4 && R.size(0) == G.size(0) && offsets.dim() == 1 &&
+                  offsets.size(0) >= 1 && offsets.scalar_type() == torch::kInt64 && R.scalar_type() == G.scalar_type();
+  if (!ok) throw Error(std::string(what) + ": expected G (rows, M), R (rows, 4) and int64 offsets (nb + 1)");
+  if (offsets[0].item<std::int64_t>() != 0 || offsets[-1].item<std::int64_t>() != G.size(0)) {
+    throw Error(std::string(what) + ": the offsets do not span the rows");
+  }
+}
+
+}  // namespace
+
+std::vector<torch::Tensor> embedding_jet(const std::vector<TorchLayer>& net, const torch::Tensor& shat) {
+  if (net.empty()) throw Error("embedding_jet: the net has no layers");
+  if (shat.dim() != 1) throw Error("embedding_jet: ŝ must be one value per row");
+  std::vector<torch::Tensor> params;
+  std::vector<std::int64_t> codes;
+  std::int64_t width = 1;
+  for (const TorchLayer& L : net) {
+    const std::int64_t in = L.weight.size(0), out = L.weight.size(1);
+    const bool ok = in == width && (L.residual == Residual::None ||
+                                    (doubles(L.residual) ? out == 2 * in : out == in));
+    if (!ok) throw Error("embedding_jet: layer widths do not chain (" + std::to_string(in) + " -> " + std::to_string(out) + ")");
+    if (L.fq.weight_bits != 0 || L.fq.act_bits != 0 || L.fq.out_bits != 0) {
+      throw Error("embedding_jet: fake-quantized layers are not supported (use apply_net)");
+    }
+    params.push_back(L.weight);
+    params.push_back(L.bias);
+    if (has_dt(L.residual)) params.push_back(L.dt);
+    codes.push_back(static_cast<std::int64_t>(L.residual) * 2 + (L.activation == Activation::Tanh ? 1 : 0));
+    width = out;
+  }
+  return EmbeddingJetFunction::apply(shat.contiguous(), torch::TensorList(params), codes);
+}
+
+torch::Tensor slot_sum(const torch::Tensor& G, const torch::Tensor& R, const torch::Tensor& offsets) {
+  check_slots("slot_sum", G, R, offsets);
+  return SlotSumFunction::apply(G.contiguous(), R.contiguous(), offsets.contiguous());
+}
+
+std::vector<torch::Tensor> slot_gradients(const torch::Tensor& gsum, const torch::Tensor& G, const torch::Tensor& Gp,
+                                          const torch::Tensor& R, const torch::Tensor& offsets) {
+  check_slots("slot_gradients", G, R, offsets);
+  const std::int64_t nb = offsets.size(0) - 1;
+  if (gsum.dim() != 3 || gsum.size(0) != nb || gsum.size(1) != G.size(1) || gsum.size(2) != 4 || !Gp.sizes().equals(G.sizes())) {
+    throw Error("slot_gradients: expected gΣ (nb, M, 4) and G' shaped like G");
+  }
+  return SlotGradientsFunction::apply(gsum, G.contiguous(), Gp.contiguous(), R.contiguous(), offsets.contiguous());
+}
+
+}  // namespace qnn::libtorch

@@ -1,0 +1,53 @@
+// Row loops of the embedding jet and its slot contractions (docs/training.md, eqs. J1–J4),
+// on raw arrays, without LibTorch: embedding_jet.cpp does the GEMMs and the bookkeeping. Each
+// function exists for float and double; the float loops run in the widest vector unit the CPU
+// has (AVX-512, AVX2 with FMA, or the baseline), chosen at run time. The reference these
+// loops are tested against is autograd through the LibTorch network (test_torch_module).
+//
+// Layouts: a jet array holds 2n rows, the n primal rows (values) and then the n tangent rows
+// (derivatives with respect to ŝ). Slot arrays are in CSR order: the rows of centre b are
+// offsets[b] .. offsets[b+1] − 1; R̂ is (rows, 4); Σ and gΣ are (nb, M, 4).
+#pragma once
+#include <cstdint>
+
+namespace qnn::libtorch::jet {
+
+enum class Res { None, Identity, Doubling };
+
+// Eq. J1, one layer. On entry Z (2n, out) holds Y·W (no bias); on exit its primal rows hold
+// a = act(z + b) and its tangent rows still hold u = t·W. Writes Y' (2n, out):
+//   y' = res(y) + dt ⊙ a,   t' = res(t) + dt ⊙ act'(z) ⊙ u   (act'(z) = 1 − a² for tanh).
+// dt may be null (no timestep).
+template <typename T>
+void layer_forward(std::int64_t n, std::int64_t in, std::int64_t out, Res res, bool tanh_act, const T* bias,
+                   const T* dt, const T* Y, T* Z, T* Ynext);
+
+// Eq. J3, one layer: from the gradients GY (2n, out) of the layer's outputs and its saved Z,
+// writes GZ (2n, out) = [gz; gu] and adds Σ_rows gz to gb (out) and, with dt, the dt gradient
+// to gdt (out); both in double.
+template <typename T>
+void layer_backward(std::int64_t n, std::int64_t out, bool tanh_act, const T* dt, const T* GY, const T* Z, T* GZ,
+                    double* gb, double* gdt);
+
+// Σ_b = Σ_j G_j ⊗ R̂_j over the rows of centre b: out (nb, M, 4).
+template <typename T>
+void slot_sum(std::int64_t nb, std::int64_t M, const std::int64_t* offsets, const T* G, const T* R, T* out);
+// Its backward: gG_j = gΣ_b R̂_j (rows, M).
+template <typename T>
+void slot_sum_backward(std::int64_t nb, std::int64_t M, const std::int64_t* offsets, const T* gsum, const T* R,
+                       T* gG);
+
+// Eq. J4: per row j of centre b, with q = gΣ_b R̂_j (M): s_j = q · G'_j and ρ_j = G_jᵀ gΣ_b (4).
+template <typename T>
+void slot_gradients(std::int64_t nb, std::int64_t M, const std::int64_t* offsets, const T* gsum, const T* G,
+                    const T* Gp, const T* R, T* s, T* rho);
+// Its backward, from gs (rows) and gρ (rows, 4): g(gΣ) (nb, M, 4), gG, gG' (rows, M).
+template <typename T>
+void slot_gradients_backward(std::int64_t nb, std::int64_t M, const std::int64_t* offsets, const T* gsum,
+                             const T* G, const T* Gp, const T* R, const T* gs, const T* grho, T* g_gsum, T* gG,
+                             T* gGp);
+
+// Which vector unit the float loops use ("avx512", "avx2" or "baseline").
+const char* float_isa();
+
+}  // namespace qnn::libtorch::jet
