@@ -60,9 +60,11 @@ struct EmbeddingJetFunction : public torch::autograd::Function<EmbeddingJetFunct
     const torch::Tensor& last_Z = saved[4 * (L - 1) + 1];
     const std::int64_t n = last_Z.size(0) / 2;
     const auto opts = last_Z.options();
-    torch::Tensor gy = grad_out[0].defined() ? grad_out[0] : torch::zeros({n, last_Z.size(1)}, opts);
-    torch::Tensor gt = grad_out[1].defined() ? grad_out[1] : torch::zeros({n, last_Z.size(1)}, opts);
-    torch::Tensor GY = torch::cat({gy, gt}, 0);  // (2n, out)
+    // The gradients of the layer's outputs: values rows and tangent rows, separate tensors for
+    // the net's output, then the stacked (2n, in) product of the layer above.
+    torch::Tensor gy = grad_out[0].defined() ? grad_out[0].contiguous() : torch::zeros({n, last_Z.size(1)}, opts);
+    torch::Tensor gt = grad_out[1].defined() ? grad_out[1].contiguous() : torch::zeros({n, last_Z.size(1)}, opts);
+    torch::Tensor GY;                          // [gy; gt] stacked (2n, width), below the top layer
     std::vector<variable_list> per_layer(L);    // gW, gb[, gdt]
     for (std::size_t l = L; l-- > 0;) {
       const auto res = static_cast<Residual>(codes[l] / 2);
@@ -72,21 +74,32 @@ struct EmbeddingJetFunction : public torch::autograd::Function<EmbeddingJetFunct
       torch::Tensor GZ = torch::empty_like(Z);
       std::vector<double> gb(static_cast<std::size_t>(out), 0.0), gdt(has_dt(res) ? gb.size() : 0, 0.0);
       AT_DISPATCH_FLOATING_TYPES(Z.scalar_type(), "embedding_jet_backward", [&] {
-        jet::layer_backward<scalar_t>(n, out, tanh_act, dt.data_ptr<scalar_t>(), GY.data_ptr<scalar_t>(),
-                                      Z.data_ptr<scalar_t>(), GZ.data_ptr<scalar_t>(), gb.data(),
-                                      gdt.empty() ? nullptr : gdt.data());
+        jet::layer_backward<scalar_t>(n, out, tanh_act, dt.data_ptr<scalar_t>(), gy.data_ptr<scalar_t>(),
+                                      gt.data_ptr<scalar_t>(), Z.data_ptr<scalar_t>(), GZ.data_ptr<scalar_t>(),
+                                      gb.data(), gdt.empty() ? nullptr : gdt.data());
       });
-      // Eq. J3, the products: gW = Yᵀ [gz; gu], and the inputs' gradient [gz; gu] Wᵀ + resᵀ(GY).
+      // Eq. J3, the products: gW = Yᵀ [gz; gu], and the inputs' gradient [gz; gu] Wᵀ + resᵀ([gy; gt]).
       auto to_tensor = [&](const std::vector<double>& v) {
-        return torch::tensor(v, torch::TensorOptions().dtype(torch::kFloat64)).to(Z.scalar_type());
+        torch::Tensor t = torch::empty({static_cast<std::int64_t>(v.size())}, opts);
+        AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "embedding_jet_sums", [&] {
+          std::copy(v.begin(), v.end(), t.data_ptr<scalar_t>());
+        });
+        return t;
       };
       variable_list g{torch::mm(Y.t(), GZ), to_tensor(gb)};
       if (has_dt(res)) g.push_back(to_tensor(gdt));
       per_layer[l] = std::move(g);
       if (l == 0) break;  // ŝ is a constant: no gradient to its input
-      torch::Tensor skip;  // resᵀ(GY) (2n, in)
-      if (res != Residual::None) skip = doubles(res) ? GY.narrow(1, 0, in) + GY.narrow(1, in, in) : GY;
-      GY = skip.defined() ? torch::addmm(skip, GZ, W.t()) : torch::mm(GZ, W.t());
+      if (res == Residual::None) {
+        GY = torch::mm(GZ, W.t());
+      } else {
+        // resᵀ: the output gradient itself, with its halves summed when doubling.
+        torch::Tensor skip = GY.defined() ? GY : torch::cat({gy, gt}, 0);
+        if (doubles(res)) skip = skip.narrow(1, 0, in) + skip.narrow(1, in, in);
+        GY = torch::addmm(skip, GZ, W.t());
+      }
+      gy = GY.narrow(0, 0, n);
+      gt = GY.narrow(0, n, n);
     }
     variable_list out{torch::Tensor()};  // ŝ
     for (auto& g : per_layer) out.insert(out.end(), g.begin(), g.end());
@@ -157,6 +170,35 @@ struct SlotGradientsFunction : public torch::autograd::Function<SlotGradientsFun
   }
 };
 
+// gx = gs dŝ/dx + Σ_k gR_k dR̂_k/dx per edge (jet_kernels.hpp, edge_chain); the geometry's
+// derivatives are constants.
+struct EdgeChainFunction : public torch::autograd::Function<EdgeChainFunction> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& gs, const torch::Tensor& gR,
+                               const torch::Tensor& dshat_dx, const torch::Tensor& dR_dx) {
+    const std::int64_t E = gs.size(0);
+    torch::Tensor gx = torch::empty({E, 3}, gs.options());
+    AT_DISPATCH_FLOATING_TYPES(gs.scalar_type(), "edge_chain", [&] {
+      jet::edge_chain<scalar_t>(E, gs.data_ptr<scalar_t>(), gR.data_ptr<scalar_t>(), dshat_dx.data_ptr<scalar_t>(),
+                                dR_dx.data_ptr<scalar_t>(), gx.data_ptr<scalar_t>());
+    });
+    ctx->save_for_backward({dshat_dx, dR_dx});
+    return gx;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    const variable_list saved = ctx->get_saved_variables();
+    const torch::Tensor &dshat_dx = saved[0], &dR_dx = saved[1];
+    torch::Tensor g = grad_out[0].contiguous();
+    const std::int64_t E = g.size(0);
+    torch::Tensor g_gs = torch::empty({E}, g.options()), g_gR = torch::empty({E, 4}, g.options());
+    AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "edge_chain_backward", [&] {
+      jet::edge_chain_backward<scalar_t>(E, g.data_ptr<scalar_t>(), dshat_dx.data_ptr<scalar_t>(),
+                                         dR_dx.data_ptr<scalar_t>(), g_gs.data_ptr<scalar_t>(),
+                                         g_gR.data_ptr<scalar_t>());
+    });
+    return {g_gs, g_gR, torch::Tensor(), torch::Tensor()};
+  }
+};
+
 // Checks shared by the slot functions.
 void check_slots(const char* what, const torch::Tensor& G, const torch::Tensor& R, const torch::Tensor& offsets) {
   const bool ok = G.dim() == 2 && R.dim() == 2 && R.size(1) == 4 && R.size(0) == G.size(0) && offsets.dim() == 1 &&
@@ -205,6 +247,16 @@ std::vector<torch::Tensor> slot_gradients(const torch::Tensor& gsum, const torch
     throw Error("slot_gradients: expected gΣ (nb, M, 4) and G' shaped like G");
   }
   return SlotGradientsFunction::apply(gsum, G.contiguous(), Gp.contiguous(), R.contiguous(), offsets.contiguous());
+}
+
+torch::Tensor edge_chain(const torch::Tensor& gs, const torch::Tensor& gR, const torch::Tensor& dshat_dx,
+                         const torch::Tensor& dR_dx) {
+  const std::int64_t E = gs.size(0);
+  const bool ok = gs.dim() == 1 && gR.dim() == 2 && gR.size(0) == E && gR.size(1) == 4 && dshat_dx.dim() == 2 &&
+                  dshat_dx.size(0) == E && dshat_dx.size(1) == 3 && dR_dx.dim() == 3 && dR_dx.size(0) == E &&
+                  dR_dx.size(1) == 4 && dR_dx.size(2) == 3;
+  if (!ok) throw Error("edge_chain: expected gs (E), gR (E, 4), dŝ/dx (E, 3) and dR̂/dx (E, 4, 3)");
+  return EdgeChainFunction::apply(gs.contiguous(), gR.contiguous(), dshat_dx.contiguous(), dR_dx.contiguous());
 }
 
 }  // namespace qnn::libtorch

@@ -32,4 +32,10 @@ torch::Tensor slot_sum(const torch::Tensor& G, const torch::Tensor& R, const tor
 std::vector<torch::Tensor> slot_gradients(const torch::Tensor& gsum, const torch::Tensor& G, const torch::Tensor& Gp,
                                           const torch::Tensor& R, const torch::Tensor& offsets);
 
+// The chain rule from the edge inputs to the edge vectors: dE/dx_e = gs_e dŝ/dx_e +
+// Σ_k gR_ek dR̂_k/dx_e (E, 3). Differentiable once in gs (E) and gR (E, 4); the geometry's
+// derivatives dŝ/dx (E, 3) and dR̂/dx (E, 4, 3) are constants.
+torch::Tensor edge_chain(const torch::Tensor& gs, const torch::Tensor& gR, const torch::Tensor& dshat_dx,
+                         const torch::Tensor& dR_dx);
+
 }  // namespace qnn::libtorch

@@ -103,13 +103,14 @@ QNN_JET_INLINE void layer_forward_body(std::int64_t n, std::int64_t in, std::int
 }
 
 template <typename T>
-QNN_JET_INLINE void layer_backward_body(std::int64_t n, std::int64_t out, bool tanh_act, const T* dt, const T* GY,
-                                        const T* Z, T* GZ, double* __restrict gb, double* __restrict gdt) {
+QNN_JET_INLINE void layer_backward_body(std::int64_t n, std::int64_t out, bool tanh_act, const T* dt, const T* GYv,
+                                        const T* GYt, const T* Z, T* GZ, double* __restrict gb,
+                                        double* __restrict gdt) {
   for (std::int64_t r = 0; r < n; ++r) {
     const T* __restrict a = Z + r * out;
     const T* __restrict u = Z + (n + r) * out;
-    const T* __restrict gy = GY + r * out;
-    const T* __restrict gt = GY + (n + r) * out;
+    const T* __restrict gy = GYv + r * out;
+    const T* __restrict gt = GYt + r * out;
     T* __restrict gz = GZ + r * out;
     T* __restrict gu = GZ + (n + r) * out;
     for (std::int64_t k = 0; k < out; ++k) {
@@ -298,9 +299,9 @@ QNN_JET_FLOAT_VARIANTS(layer_forward,
                         const float* dt, const float* Y, float* Z, float* Ynext),
                        (n, in, out, res, tanh_act, bias, dt, Y, Z, Ynext))
 QNN_JET_FLOAT_VARIANTS(layer_backward,
-                       (std::int64_t n, std::int64_t out, bool tanh_act, const float* dt, const float* GY,
-                        const float* Z, float* GZ, double* gb, double* gdt),
-                       (n, out, tanh_act, dt, GY, Z, GZ, gb, gdt))
+                       (std::int64_t n, std::int64_t out, bool tanh_act, const float* dt, const float* gy,
+                        const float* gt, const float* Z, float* GZ, double* gb, double* gdt),
+                       (n, out, tanh_act, dt, gy, gt, Z, GZ, gb, gdt))
 QNN_JET_FLOAT_VARIANTS(slot_sum,
                        (std::int64_t nb, std::int64_t M, const std::int64_t* offsets, const float* G, const float* R,
                         float* out),
@@ -332,14 +333,14 @@ void layer_forward<double>(std::int64_t n, std::int64_t in, std::int64_t out, Re
   layer_forward_body<double>(n, in, out, res, tanh_act, bias, dt, Y, Z, Ynext);
 }
 template <>
-void layer_backward<float>(std::int64_t n, std::int64_t out, bool tanh_act, const float* dt, const float* GY,
-                           const float* Z, float* GZ, double* gb, double* gdt) {
-  layer_backward_float(n, out, tanh_act, dt, GY, Z, GZ, gb, gdt);
+void layer_backward<float>(std::int64_t n, std::int64_t out, bool tanh_act, const float* dt, const float* gy,
+                           const float* gt, const float* Z, float* GZ, double* gb, double* gdt) {
+  layer_backward_float(n, out, tanh_act, dt, gy, gt, Z, GZ, gb, gdt);
 }
 template <>
-void layer_backward<double>(std::int64_t n, std::int64_t out, bool tanh_act, const double* dt, const double* GY,
-                            const double* Z, double* GZ, double* gb, double* gdt) {
-  layer_backward_body<double>(n, out, tanh_act, dt, GY, Z, GZ, gb, gdt);
+void layer_backward<double>(std::int64_t n, std::int64_t out, bool tanh_act, const double* dt, const double* gy,
+                            const double* gt, const double* Z, double* GZ, double* gb, double* gdt) {
+  layer_backward_body<double>(n, out, tanh_act, dt, gy, gt, Z, GZ, gb, gdt);
 }
 template <>
 void slot_sum<float>(std::int64_t nb, std::int64_t M, const std::int64_t* offsets, const float* G, const float* R,
@@ -383,6 +384,33 @@ void slot_gradients_backward<double>(std::int64_t nb, std::int64_t M, const std:
                                      const double* gs, const double* grho, double* g_gsum, double* gG, double* gGp) {
   slot_gradients_backward_body<double>(nb, M, offsets, gsum, G, Gp, R, gs, grho, g_gsum, gG, gGp);
 }
+
+// Small per-edge loops: no vector variants.
+template <typename T>
+void edge_chain(std::int64_t E, const T* gs, const T* gR, const T* dshat_dx, const T* dR_dx, T* gx) {
+  for (std::int64_t e = 0; e < E; ++e) {
+    for (int d = 0; d < 3; ++d) {
+      T v = gs[e] * dshat_dx[3 * e + d];
+      for (int k = 0; k < 4; ++k) v += gR[4 * e + k] * dR_dx[12 * e + 3 * k + d];
+      gx[3 * e + d] = v;
+    }
+  }
+}
+template <typename T>
+void edge_chain_backward(std::int64_t E, const T* ggx, const T* dshat_dx, const T* dR_dx, T* g_gs, T* g_gR) {
+  for (std::int64_t e = 0; e < E; ++e) {
+    const T* g = ggx + 3 * e;
+    g_gs[e] = g[0] * dshat_dx[3 * e] + g[1] * dshat_dx[3 * e + 1] + g[2] * dshat_dx[3 * e + 2];
+    for (int k = 0; k < 4; ++k) {
+      const T* dr = dR_dx + 12 * e + 3 * k;
+      g_gR[4 * e + k] = g[0] * dr[0] + g[1] * dr[1] + g[2] * dr[2];
+    }
+  }
+}
+template void edge_chain<float>(std::int64_t, const float*, const float*, const float*, const float*, float*);
+template void edge_chain<double>(std::int64_t, const double*, const double*, const double*, const double*, double*);
+template void edge_chain_backward<float>(std::int64_t, const float*, const float*, const float*, float*, float*);
+template void edge_chain_backward<double>(std::int64_t, const double*, const double*, const double*, double*, double*);
 
 const char* float_isa() {
   switch (isa_level()) {

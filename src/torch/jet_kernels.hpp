@@ -22,12 +22,12 @@ template <typename T>
 void layer_forward(std::int64_t n, std::int64_t in, std::int64_t out, Res res, bool tanh_act, const T* bias,
                    const T* dt, const T* Y, T* Z, T* Ynext);
 
-// Eq. J3, one layer: from the gradients GY (2n, out) of the layer's outputs and its saved Z,
-// writes GZ (2n, out) = [gz; gu] and adds Σ_rows gz to gb (out) and, with dt, the dt gradient
-// to gdt (out); both in double.
+// Eq. J3, one layer: from the gradients gy, gt (n, out each) of the layer's outputs and its
+// saved Z, writes GZ (2n, out) = [gz; gu] and adds Σ_rows gz to gb (out) and, with dt, the dt
+// gradient to gdt (out); both in double.
 template <typename T>
-void layer_backward(std::int64_t n, std::int64_t out, bool tanh_act, const T* dt, const T* GY, const T* Z, T* GZ,
-                    double* gb, double* gdt);
+void layer_backward(std::int64_t n, std::int64_t out, bool tanh_act, const T* dt, const T* gy, const T* gt,
+                    const T* Z, T* GZ, double* gb, double* gdt);
 
 // Σ_b = Σ_j G_j ⊗ R̂_j over the rows of centre b: out (nb, M, 4).
 template <typename T>
@@ -46,6 +46,14 @@ template <typename T>
 void slot_gradients_backward(std::int64_t nb, std::int64_t M, const std::int64_t* offsets, const T* gsum,
                              const T* G, const T* Gp, const T* R, const T* gs, const T* grho, T* g_gsum, T* gG,
                              T* gGp);
+
+// The chain rule down to the edge vectors: gx_e = gs_e dŝ/dx_e + Σ_k gR_ek dR̂_k/dx_e (E, 3),
+// from gs (E), gR (E, 4), dŝ/dx (E, 3) and dR̂/dx (E, 4, 3); and its backward, the gradients of
+// gs and gR from ggx (E, 3).
+template <typename T>
+void edge_chain(std::int64_t E, const T* gs, const T* gR, const T* dshat_dx, const T* dR_dx, T* gx);
+template <typename T>
+void edge_chain_backward(std::int64_t E, const T* ggx, const T* dshat_dx, const T* dR_dx, T* g_gs, T* g_gR);
 
 // Which vector unit the float loops use ("avx512", "avx2" or "baseline").
 const char* float_isa();

@@ -549,8 +549,7 @@ std::pair<torch::Tensor, torch::Tensor> Se2aModuleImpl::energy_and_edge_gradient
     gs = gs.index_add(0, j.rows, sg[0]);
     gR = gR.index_add(0, j.rows, sg[1]);
   }
-  torch::Tensor gx = gs.unsqueeze(1) * geo.dshat_dx + (gR.unsqueeze(2) * geo.dR_dx).sum(1);  // (E, 3)
-  return {atom_e, gx};
+  return {atom_e, edge_chain(gs, gR, geo.dshat_dx, geo.dR_dx)};
 }
 
 // Convenience overload on a batch.
