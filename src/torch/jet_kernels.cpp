@@ -21,9 +21,11 @@
 namespace qnn::libtorch::jet {
 namespace {
 
-// tanh in float as the engine's block kernel computes it (src/qnn/kernels/block_kernel_impl.hpp,
-// vtanh): sign(x) (1 − e)/(1 + e), e = exp(−2|x|) = 2^n · 2^f with 2^f by its degree-7 Taylor
-// polynomial; absolute error a few float ulp. |x| is clamped at 9; NaN stays NaN.
+// tanh in float: sign(x) · (−m)/(2 + m), m = e − 1, e = exp(−2|x|) = 2^n · 2^f with |f| <= 1/2
+// and 2^f = 1 + q(f) by the degree-7 Taylor polynomial of the engine's block kernel
+// (src/qnn/kernels/block_kernel_impl.hpp, vtanh). m = 2^n q + (2^n − 1) carries no
+// cancellation, so small arguments keep their relative accuracy. |x| is clamped at 9; NaN
+// stays NaN.
 QNN_JET_INLINE float tanh_of(float x) {
   std::int32_t xi;
   std::memcpy(&xi, &x, sizeof xi);
@@ -35,19 +37,19 @@ QNN_JET_INLINE float tanh_of(float x) {
   const float y = ax * -2.8853900817779268f;  // −2 log2(e) |x|, in [−26, 0]
   const auto n = static_cast<std::int32_t>(y - 0.5f);
   const float f = y - static_cast<float>(n);  // in (−1/2, 1/2]
-  float p = 1.525273380405984e-05f;
-  p = p * f + 0.00015403530393381608f;
-  p = p * f + 0.0013333558146428443f;
-  p = p * f + 0.009618129107628477f;
-  p = p * f + 0.05550410866482158f;
-  p = p * f + 0.2402265069591007f;
-  p = p * f + 0.6931471805599453f;
-  p = p * f + 1.0f;
+  float q = 1.525273380405984e-05f;
+  q = q * f + 0.00015403530393381608f;
+  q = q * f + 0.0013333558146428443f;
+  q = q * f + 0.009618129107628477f;
+  q = q * f + 0.05550410866482158f;
+  q = q * f + 0.2402265069591007f;
+  q = q * f + 0.6931471805599453f;
+  q = q * f;  // 2^f − 1
   const std::int32_t bits = (n + 127) << 23;
   float two_n;
   std::memcpy(&two_n, &bits, sizeof two_n);
-  const float e = p * two_n;
-  float t = (1.0f - e) / (1.0f + e);
+  const float m = two_n * q + (two_n - 1.0f);
+  float t = -m / (2.0f + m);
   std::int32_t ti;
   std::memcpy(&ti, &t, sizeof ti);
   ti |= sign;

@@ -328,7 +328,7 @@ std::vector<torch::Tensor> Se2aModuleImpl::network_parameters() const {
 // The edge inputs of the network and, optionally, their derivatives (see the header).
 Se2aModuleImpl::Geometry Se2aModuleImpl::geometry(const torch::Tensor& positions, const torch::Tensor& species,
                                                   const torch::Tensor& edge_i, const torch::Tensor& edge_j,
-                                                  const torch::Tensor& edge_shift, bool derivatives) {
+                                                  const torch::Tensor& edge_shift, bool derivatives) const {
   const std::int64_t S = arch_.nspecies();
   const double rc = arch_.rcut, rs = arch_.rcut_smth;
 
@@ -500,54 +500,87 @@ torch::Tensor Se2aModuleImpl::energy_from_slots(const torch::Tensor& slot_sum, c
 // The embedding-jet path; see the header. With Σ = Σ_slots G ⊗ R̂ (N, M1, 4) and gΣ = dE/dΣ
 // (autograd through eqs. D and F only), each slot's gradients are dE/dG = R̂ gΣᵀ and
 // dE/dR̂ = G gΣ, and dE/dŝ = (dE/dG) · G' (docs/training.md, eq. J4; slot_gradients).
-std::pair<torch::Tensor, torch::Tensor> Se2aModuleImpl::energy_and_edge_gradient(
-    const Geometry& geo, const torch::Tensor& species, const torch::Tensor& edge_i, const torch::Tensor& edge_j,
-    bool create_graph) {
+Se2aModuleImpl::JetInput Se2aModuleImpl::prepare_jet(const EdgeBatch& batch) const {
+  torch::NoGradGuard no_grad;
+  JetInput in;
+  in.species = batch.species;
+  in.edge_i = batch.edge_i;
+  in.edge_j = batch.edge_j;
+  in.frame = batch.frame;
+  in.nframes = batch.nframes;
+  in.stats_version = stats_version_;
+  in.geo = geometry(batch.positions.detach().to(dtype_), batch.species, batch.edge_i, batch.edge_j,
+                    batch.edge_shift.to(dtype_), true);
+  in.aj = batch.species.index_select(0, batch.edge_j);
+  const std::int64_t E = batch.nedges();
+  // Each block's filled slots only, in CSR order (centre-major): the jet skips empty slots.
+  for (const SlotBlock& b : slot_blocks(batch.species, batch.edge_i, in.aj)) {
+    torch::Tensor filled = b.pad < E;  // (nb*nmax)
+    JetBlock j;
+    j.rows = b.pad.masked_select(filled);
+    j.offsets = torch::cat({torch::zeros({1}, b.pad.options()), filled.view({b.nb, b.nmax}).sum(1).cumsum(0)});
+    j.centres = b.centres;
+    j.net = b.net;
+    in.blocks.push_back(std::move(j));
+  }
+  return in;
+}
+
+std::size_t Se2aModuleImpl::JetInput::bytes() const {
+  std::size_t n = 0;
+  auto add = [&](const torch::Tensor& t) {
+    if (t.defined()) n += static_cast<std::size_t>(t.numel()) * t.element_size();
+  };
+  for (const torch::Tensor* t : {&geo.shat, &geo.R, &geo.dshat_dx, &geo.dR_dx, &species, &edge_i, &edge_j, &aj, &frame}) add(*t);
+  for (const JetBlock& b : blocks) {
+    add(b.rows);
+    add(b.offsets);
+    add(b.centres);
+  }
+  return n;
+}
+
+std::pair<torch::Tensor, torch::Tensor> Se2aModuleImpl::energy_and_edge_gradient(const JetInput& in, bool create_graph) {
   if (!jet_ready()) throw Error("energy_and_edge_gradient: not available with fake quantization or an observer");
-  const std::int64_t N = species.size(0);
-  const std::int64_t E = edge_i.size(0);
+  if (in.stats_version != stats_version_) {
+    throw Error("energy_and_edge_gradient: the batch was prepared with other statistics (prepare it again)");
+  }
+  const Geometry& geo = in.geo;
+  const std::int64_t N = in.species.size(0);
+  const std::int64_t E = in.edge_i.size(0);
   const std::int64_t M1 = arch_.m1();
   const auto opts = geo.R.options();
-  torch::Tensor aj = species.index_select(0, edge_j);   // (E)
-  // Each block's filled slots only, in CSR order (centre-major): the jet skips empty slots.
   struct Jet {
-    torch::Tensor rows, offsets, G, Gp, R;  // (n), (nb+1), (n, M1), (n, M1), (n, 4)
+    torch::Tensor G, Gp, R;  // (n, M1), (n, M1), (n, 4)
   };
-  const std::vector<SlotBlock> blocks = slot_blocks(species, edge_i, aj);
   std::vector<Jet> jets;
   torch::Tensor T = torch::zeros({N, M1, 4}, opts);
   {
     std::optional<torch::NoGradGuard> no_grad;
     if (!create_graph) no_grad.emplace();
-    for (const SlotBlock& b : blocks) {
-      Jet j;
-      torch::Tensor filled = b.pad < E;                                       // (nb*nmax)
-      j.rows = b.pad.masked_select(filled);                                  // (n) edge indices
-      j.offsets = torch::cat({torch::zeros({1}, b.pad.options()), filled.view({b.nb, b.nmax}).sum(1).cumsum(0)});
-      std::vector<torch::Tensor> gj = embedding_jet(embed_[static_cast<std::size_t>(b.net)], geo.shat.index_select(0, j.rows));
-      j.G = gj[0];
-      j.Gp = gj[1];
-      j.R = geo.R.index_select(0, j.rows);
-      torch::Tensor t = slot_sum(j.G, j.R, j.offsets);  // (nb, M1, 4)
+    for (const JetBlock& b : in.blocks) {
+      std::vector<torch::Tensor> gj = embedding_jet(embed_[static_cast<std::size_t>(b.net)], geo.shat.index_select(0, b.rows));
+      Jet j{gj[0], gj[1], geo.R.index_select(0, b.rows)};
+      torch::Tensor t = slot_sum(j.G, j.R, b.offsets);  // (nb, M1, 4)
       T = b.centres.defined() ? T.index_add(0, b.centres, t) : T + t;
       jets.push_back(std::move(j));
     }
   }
   if (!T.requires_grad()) T = T.detach().requires_grad_(true);
-  torch::Tensor atom_e = energy_from_slots(T, species, edge_i, aj);
+  torch::Tensor atom_e = energy_from_slots(T, in.species, in.edge_i, in.aj);
   torch::Tensor gT = torch::autograd::grad({atom_e.sum()}, {T}, {}, create_graph, create_graph, /*allow_unused=*/true)[0];
   std::optional<torch::NoGradGuard> no_grad;
   if (!create_graph) no_grad.emplace();
   if (!gT.defined()) gT = torch::zeros_like(T);
   torch::Tensor gs = torch::zeros({E}, opts);     // dE/dŝ per edge through G
   torch::Tensor gR = torch::zeros({E, 4}, opts);  // dE/dR̂ per edge
-  for (std::size_t k = 0; k < blocks.size(); ++k) {
-    const SlotBlock& b = blocks[k];
+  for (std::size_t k = 0; k < in.blocks.size(); ++k) {
+    const JetBlock& b = in.blocks[k];
     const Jet& j = jets[k];
     torch::Tensor gTb = b.centres.defined() ? gT.index_select(0, b.centres) : gT;  // (nb, M1, 4)
-    const std::vector<torch::Tensor> sg = slot_gradients(gTb, j.G, j.Gp, j.R, j.offsets);  // (n), (n, 4)
-    gs = gs.index_add(0, j.rows, sg[0]);
-    gR = gR.index_add(0, j.rows, sg[1]);
+    const std::vector<torch::Tensor> sg = slot_gradients(gTb, j.G, j.Gp, j.R, b.offsets);  // (n), (n, 4)
+    gs = gs.index_add(0, b.rows, sg[0]);
+    gR = gR.index_add(0, b.rows, sg[1]);
   }
   return {atom_e, edge_chain(gs, gR, geo.dshat_dx, geo.dR_dx)};
 }
@@ -613,6 +646,7 @@ void Se2aModuleImpl::set_statistics(const std::vector<double>& mean_s, const std
   mean_s_.copy_(real_tensor(mean_s, {n}, dtype_));
   std_s_.copy_(real_tensor(std_s, {n}, dtype_));
   std_r_.copy_(real_tensor(std_r, {n}, dtype_));
+  ++stats_version_;
 }
 
 // Per-species energy bias (S), eV.
@@ -626,32 +660,14 @@ void Se2aModuleImpl::set_energy_bias(const std::vector<double>& bias) {
 
 // ------------------------------------------------------------------------------ forces
 
-// E per atom and frame, F = −dE/dpos: autograd gives dE/dŝ and dE/dR̂ per edge (through the
-// network only), contracted here with the analytic derivatives of the edge inputs and summed
-// onto the two atoms of each edge (x_ij = x_j − x_i).
-EnergyForces energy_and_forces(Se2aModule& module, const EdgeBatch& batch, bool create_graph, bool autograd_only) {
-  torch::Tensor pos = batch.positions.detach().to(module->dtype());
-  torch::Tensor shift = batch.edge_shift.to(module->dtype());
-  Se2aModuleImpl::Geometry geo;
-  {
-    torch::NoGradGuard no_grad;
-    geo = module->geometry(pos, batch.species, batch.edge_i, batch.edge_j, shift, true);
-  }
-  torch::Tensor atom_e, gx;  // (N), dE/dx_ij (E, 3)
-  if (module->jet_ready() && !autograd_only) {
-    std::tie(atom_e, gx) = module->energy_and_edge_gradient(geo, batch.species, batch.edge_i, batch.edge_j, create_graph);
-  } else {
-    torch::Tensor shat = geo.shat.requires_grad_(true);
-    torch::Tensor R = geo.R.requires_grad_(true);
-    atom_e = module->forward_env(shat, R, batch.species, batch.edge_i, batch.edge_j);
-    const auto g = torch::autograd::grad({atom_e.sum()}, {shat, R}, {}, create_graph, create_graph,
-                                         /*allow_unused=*/true);
-    gx = torch::zeros({geo.R.size(0), 3}, pos.options());
-    if (g[0].defined()) gx = gx + g[0].unsqueeze(1) * geo.dshat_dx;
-    if (g[1].defined()) gx = gx + (g[1].unsqueeze(2) * geo.dR_dx).sum(1);
-  }
-  torch::Tensor frame_e = torch::zeros({batch.nframes}, atom_e.options()).index_add(0, batch.frame, atom_e);
-  torch::Tensor dE_dpos = torch::zeros_like(pos).index_add(0, batch.edge_j, gx).index_add(0, batch.edge_i, -gx);
+namespace {
+
+// Energies and forces from per-atom energies and dE/dx per edge (x_ij = x_j − x_i).
+EnergyForces assemble(const torch::Tensor& atom_e, const torch::Tensor& gx, const torch::Tensor& frame,
+                      std::int64_t nframes, const torch::Tensor& edge_i, const torch::Tensor& edge_j, bool create_graph) {
+  const std::int64_t N = atom_e.size(0);
+  torch::Tensor frame_e = torch::zeros({nframes}, atom_e.options()).index_add(0, frame, atom_e);
+  torch::Tensor dE_dpos = torch::zeros({N, 3}, gx.options()).index_add(0, edge_j, gx).index_add(0, edge_i, -gx);
   EnergyForces out;
   if (create_graph) {
     out.atom_energy = atom_e;
@@ -663,6 +679,36 @@ EnergyForces energy_and_forces(Se2aModule& module, const EdgeBatch& batch, bool 
     out.forces = -dE_dpos.detach();
   }
   return out;
+}
+
+}  // namespace
+
+// E per atom and frame, F = −dE/dpos. Reference path: autograd gives dE/dŝ and dE/dR̂ per edge
+// (through the network only), contracted here with the analytic derivatives of the edge
+// inputs; the jet path computes the same per edge (energy_and_edge_gradient).
+EnergyForces energy_and_forces(Se2aModule& module, const EdgeBatch& batch, bool create_graph, bool autograd_only) {
+  if (module->jet_ready() && !autograd_only) return energy_and_forces(module, module->prepare_jet(batch), create_graph);
+  torch::Tensor pos = batch.positions.detach().to(module->dtype());
+  torch::Tensor shift = batch.edge_shift.to(module->dtype());
+  Se2aModuleImpl::Geometry geo;
+  {
+    torch::NoGradGuard no_grad;
+    geo = module->geometry(pos, batch.species, batch.edge_i, batch.edge_j, shift, true);
+  }
+  torch::Tensor shat = geo.shat.requires_grad_(true);
+  torch::Tensor R = geo.R.requires_grad_(true);
+  torch::Tensor atom_e = module->forward_env(shat, R, batch.species, batch.edge_i, batch.edge_j);
+  const auto g = torch::autograd::grad({atom_e.sum()}, {shat, R}, {}, create_graph, create_graph,
+                                       /*allow_unused=*/true);
+  torch::Tensor gx = torch::zeros({geo.R.size(0), 3}, pos.options());  // dE/dx_ij (E, 3)
+  if (g[0].defined()) gx = gx + g[0].unsqueeze(1) * geo.dshat_dx;
+  if (g[1].defined()) gx = gx + (g[1].unsqueeze(2) * geo.dR_dx).sum(1);
+  return assemble(atom_e, gx, batch.frame, batch.nframes, batch.edge_i, batch.edge_j, create_graph);
+}
+
+EnergyForces energy_and_forces(Se2aModule& module, const Se2aModuleImpl::JetInput& in, bool create_graph) {
+  const auto [atom_e, gx] = module->energy_and_edge_gradient(in, create_graph);
+  return assemble(atom_e, gx, in.frame, in.nframes, in.edge_i, in.edge_j, create_graph);
 }
 
 torch::Tensor frame_energies(Se2aModule& module, const EdgeBatch& batch) {

@@ -97,21 +97,37 @@ class Se2aModuleImpl : public torch::nn::Module {
     torch::Tensor shat, R, dshat_dx, dR_dx;
   };
   Geometry geometry(const torch::Tensor& positions, const torch::Tensor& species, const torch::Tensor& edge_i,
-                    const torch::Tensor& edge_j, const torch::Tensor& edge_shift, bool derivatives);
+                    const torch::Tensor& edge_j, const torch::Tensor& edge_shift, bool derivatives) const;
   // Per-atom energies from the edge inputs (eqs. G, D, F); R̂₀ is taken from R (with env_mat
   // "deepmd" equal to shat, but a separate input here).
   torch::Tensor forward_env(const torch::Tensor& shat, const torch::Tensor& R, const torch::Tensor& species,
                             const torch::Tensor& edge_i, const torch::Tensor& edge_j);
 
-  // Per-atom energies (N) and dE/dx_ij per edge (E, 3) from the geometry with derivatives, by
-  // the embedding jet (embedding_jet.hpp): the embedding nets give G and dG/dŝ in one pass,
-  // autograd differentiates only eqs. D and F, and the chain rule down to the edges is written
-  // out, so a force loss differentiates every embedding net once instead of twice. With
-  // create_graph both results are differentiable with respect to the parameters; otherwise the
-  // embedding runs without a graph. Only without fake quantization or an observer (jet_ready).
-  std::pair<torch::Tensor, torch::Tensor> energy_and_edge_gradient(const Geometry& geo, const torch::Tensor& species,
-                                                                   const torch::Tensor& edge_i,
-                                                                   const torch::Tensor& edge_j, bool create_graph);
+  // The constants of one batch for the jet path: its edge inputs with their derivatives and its
+  // slot layout. They depend on the batch and the statistics only, so a trainer that visits a
+  // frame many times can keep them (bytes() says what that costs).
+  struct JetBlock {
+    torch::Tensor rows;     // (n) edges of the block's filled slots, centre-major
+    torch::Tensor offsets;  // (nb + 1) CSR offsets of each centre's rows
+    torch::Tensor centres;  // (nb) atoms, or undefined: all N atoms in order
+    int net = 0;
+  };
+  struct JetInput {
+    Geometry geo;
+    torch::Tensor species, edge_i, edge_j, aj, frame;
+    std::int64_t nframes = 0;
+    std::vector<JetBlock> blocks;
+    std::int64_t stats_version = 0;  // the module's statistics it was computed with
+    std::size_t bytes() const;
+  };
+  JetInput prepare_jet(const EdgeBatch& batch) const;
+  // Per-atom energies (N) and dE/dx_ij per edge (E, 3) by the embedding jet
+  // (embedding_jet.hpp): the embedding nets give G and dG/dŝ in one pass, autograd
+  // differentiates only eqs. D and F, and the chain rule down to the edges is written out, so a
+  // force loss differentiates every embedding net once instead of twice. With create_graph both
+  // results are differentiable with respect to the parameters; otherwise the embedding runs
+  // without a graph. Only without fake quantization or an observer (jet_ready).
+  std::pair<torch::Tensor, torch::Tensor> energy_and_edge_gradient(const JetInput& in, bool create_graph);
   bool jet_ready() const { return !fake_quant_ && !observer_; }
 
   // A Model with this module's current weights, statistics and bias (other fields, such as
@@ -168,6 +184,7 @@ class Se2aModuleImpl : public torch::nn::Module {
   std::vector<std::vector<TorchLayer>> fit_;     // (S) nets by centre species
   torch::Tensor mean_s_, std_s_, std_r_;         // (S*S) buffers
   torch::Tensor energy_bias_;                    // (S) buffer, eV
+  std::int64_t stats_version_ = 0;               // bumped by every change of the statistics
   bool fake_quant_ = false;
   LayerObserver observer_;
 };
@@ -186,6 +203,8 @@ struct EnergyForces {
 // autograd through the whole network (twice, for a force loss), instead.
 EnergyForces energy_and_forces(Se2aModule& module, const EdgeBatch& batch, bool create_graph,
                                bool autograd_only = false);
+// The same by the jet path, on a batch prepared with prepare_jet.
+EnergyForces energy_and_forces(Se2aModule& module, const Se2aModuleImpl::JetInput& in, bool create_graph);
 
 // Frame energies (nframes) in eV of `batch`, without forces or autograd.
 torch::Tensor frame_energies(Se2aModule& module, const EdgeBatch& batch);

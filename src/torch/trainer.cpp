@@ -16,6 +16,7 @@
 #include <iomanip>
 #include <iostream>
 #include <limits>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
@@ -25,6 +26,7 @@
 #include "qnn/quant/common.hpp"
 #include "qnn/util/plot.hpp"
 #include "torch/config_section.hpp"
+#include "torch/jet_kernels.hpp"
 #include "torch/se2a_module.hpp"
 #include "torch/train_loop.hpp"
 
@@ -704,6 +706,15 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt, Se2aMo
         << " ETA " << format_duration(eta(step)) << std::endl;
   };
 
+  // The jet path's constants of each training frame (geometry and slot layout; about 1.5 MB for
+  // 192 atoms), kept for batches of one frame up to kJetCacheBytes in all: a step then
+  // evaluates the network only. Larger batches, and fake quantization, compute them each step.
+  constexpr std::size_t kJetCacheBytes = std::size_t{2} << 30;
+  std::vector<std::optional<Se2aModuleImpl::JetInput>> jet_cache(
+      cfg.batch_size == 1 && module->jet_ready() ? frames.size() : 0);
+  std::size_t jet_cache_bytes = 0;
+  if (module->jet_ready()) log << "forces: embedding jet (" << jet::float_isa() << " row loops)\n";
+
   if (st.curve.empty()) record(st.step);
   const int last_step = opt.stop_at >= 0 ? std::min(cfg.steps, opt.stop_at) : cfg.steps;
   while (st.step < last_step) {
@@ -731,7 +742,22 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt, Se2aMo
       eref.push_back(f.energy_ref);
       inv_n.push_back(1.0 / f.natoms);
     }
-    EnergyForces ef = energy_and_forces(module, concat(parts), true);
+    EnergyForces ef;
+    if (jet_cache.empty()) {
+      ef = energy_and_forces(module, concat(parts), true);
+    } else {
+      std::optional<Se2aModuleImpl::JetInput>& kept = jet_cache[static_cast<std::size_t>(st.order[st.cursor - 1])];
+      if (kept) {
+        ef = energy_and_forces(module, *kept, true);
+      } else {
+        Se2aModuleImpl::JetInput in = module->prepare_jet(*parts[0]);
+        ef = energy_and_forces(module, in, true);
+        if (jet_cache_bytes + in.bytes() <= kJetCacheBytes) {
+          jet_cache_bytes += in.bytes();
+          kept = std::move(in);
+        }
+      }
+    }
     torch::Tensor de = ef.frame_energy - torch::tensor(eref, torch::kFloat64).to(dtype);       // (B)
     torch::Tensor loss_e = (de * de * torch::tensor(inv_n, torch::kFloat64).to(dtype)).mean();
     torch::Tensor df = ef.forces - torch::cat(fref);                                           // (N, 3)
