@@ -199,6 +199,47 @@ struct EdgeChainFunction : public torch::autograd::Function<EdgeChainFunction> {
   }
 };
 
+// dE/dpos_n = Σ_{e: j_e = n} gx_e − Σ_{e: i_e = n} gx_e (x_e = x_j − x_i), in edge order; the
+// backward gathers: g(gx)_e = g_{j_e} − g_{i_e}.
+struct EdgeScatterFunction : public torch::autograd::Function<EdgeScatterFunction> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& gx, const torch::Tensor& edge_i,
+                               const torch::Tensor& edge_j, std::int64_t N) {
+    torch::Tensor out = torch::zeros({N, 3}, gx.options());
+    const std::int64_t E = gx.size(0);
+    const std::int64_t* ei = edge_i.data_ptr<std::int64_t>();
+    const std::int64_t* ej = edge_j.data_ptr<std::int64_t>();
+    AT_DISPATCH_FLOATING_TYPES(gx.scalar_type(), "edge_scatter", [&] {
+      const scalar_t* g = gx.data_ptr<scalar_t>();
+      scalar_t* o = out.data_ptr<scalar_t>();
+      for (std::int64_t e = 0; e < E; ++e) {
+        for (int d = 0; d < 3; ++d) {
+          o[3 * ej[e] + d] += g[3 * e + d];
+          o[3 * ei[e] + d] -= g[3 * e + d];
+        }
+      }
+    });
+    ctx->save_for_backward({edge_i, edge_j});
+    return out;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    const variable_list saved = ctx->get_saved_variables();
+    const torch::Tensor &edge_i = saved[0], &edge_j = saved[1];
+    torch::Tensor g = grad_out[0].contiguous();
+    const std::int64_t E = edge_i.size(0);
+    torch::Tensor ggx = torch::empty({E, 3}, g.options());
+    const std::int64_t* ei = edge_i.data_ptr<std::int64_t>();
+    const std::int64_t* ej = edge_j.data_ptr<std::int64_t>();
+    AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "edge_scatter_backward", [&] {
+      const scalar_t* gp = g.data_ptr<scalar_t>();
+      scalar_t* o = ggx.data_ptr<scalar_t>();
+      for (std::int64_t e = 0; e < E; ++e) {
+        for (int d = 0; d < 3; ++d) o[3 * e + d] = gp[3 * ej[e] + d] - gp[3 * ei[e] + d];
+      }
+    });
+    return {ggx, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
 // Checks shared by the slot functions.
 void check_slots(const char* what, const torch::Tensor& G, const torch::Tensor& R, const torch::Tensor& offsets) {
   const bool ok = G.dim() == 2 && R.dim() == 2 && R.size(1) == 4 && R.size(0) == G.size(0) && offsets.dim() == 1 &&
@@ -257,6 +298,15 @@ torch::Tensor edge_chain(const torch::Tensor& gs, const torch::Tensor& gR, const
                   dR_dx.size(1) == 4 && dR_dx.size(2) == 3;
   if (!ok) throw Error("edge_chain: expected gs (E), gR (E, 4), dŝ/dx (E, 3) and dR̂/dx (E, 4, 3)");
   return EdgeChainFunction::apply(gs.contiguous(), gR.contiguous(), dshat_dx.contiguous(), dR_dx.contiguous());
+}
+
+torch::Tensor edge_scatter(const torch::Tensor& gx, const torch::Tensor& edge_i, const torch::Tensor& edge_j,
+                           std::int64_t N) {
+  const std::int64_t E = gx.size(0);
+  const bool ok = gx.dim() == 2 && gx.size(1) == 3 && edge_i.dim() == 1 && edge_j.dim() == 1 && edge_i.size(0) == E &&
+                  edge_j.size(0) == E && edge_i.scalar_type() == torch::kInt64 && edge_j.scalar_type() == torch::kInt64;
+  if (!ok) throw Error("edge_scatter: expected gx (E, 3) and int64 edge_i, edge_j (E)");
+  return EdgeScatterFunction::apply(gx.contiguous(), edge_i.contiguous(), edge_j.contiguous(), N);
 }
 
 }  // namespace qnn::libtorch

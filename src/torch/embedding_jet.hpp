@@ -38,4 +38,9 @@ std::vector<torch::Tensor> slot_gradients(const torch::Tensor& gsum, const torch
 torch::Tensor edge_chain(const torch::Tensor& gs, const torch::Tensor& gR, const torch::Tensor& dshat_dx,
                          const torch::Tensor& dR_dx);
 
+// dE/dpos (N, 3) from dE/dx per edge (x = x_j − x_i): +gx onto j, −gx onto i, in edge order.
+// Differentiable once in gx. The edge indices must lie in [0, N) (the module's own batches).
+torch::Tensor edge_scatter(const torch::Tensor& gx, const torch::Tensor& edge_i, const torch::Tensor& edge_j,
+                           std::int64_t N);
+
 }  // namespace qnn::libtorch

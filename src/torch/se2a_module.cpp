@@ -432,11 +432,18 @@ torch::Tensor Se2aModuleImpl::forward_env(const torch::Tensor& shat, const torch
     torch::Tensor t = torch::bmm(G.transpose(1, 2), Ra);                                // (nb, M1, 4)
     T = b.centres.defined() ? T.index_add(0, b.centres, t) : T + t;
   }
-  return energy_from_slots(T, species, edge_i, aj);
+  return energy_from_slots(T, species, edge_counts(species, edge_i, aj));
+}
+
+torch::Tensor Se2aModuleImpl::edge_counts(const torch::Tensor& species, const torch::Tensor& edge_i,
+                                          const torch::Tensor& aj) const {
+  const std::int64_t S = arch_.nspecies();
+  const std::int64_t N = species.size(0);
+  return torch::bincount(edge_i * S + aj, {}, N * S).view({N, S}).to(dtype_);
 }
 
 torch::Tensor Se2aModuleImpl::energy_from_slots(const torch::Tensor& slot_sum, const torch::Tensor& species,
-                                                const torch::Tensor& edge_i, const torch::Tensor& aj) const {
+                                                const torch::Tensor& n_ia) const {
   const std::int64_t S = arch_.nspecies();
   const std::int64_t N = species.size(0);
   const std::int64_t M1 = arch_.m1();
@@ -448,10 +455,9 @@ torch::Tensor Se2aModuleImpl::energy_from_slots(const torch::Tensor& slot_sum, c
     // edge fills, each adding G_a(ŝ₀) ŝ₀ to column 0 of T_i, ŝ₀ = −mean_s/std_s of the pair.
     // An edge at r >= rcut has s = 0, so it adds exactly what an empty slot adds: n_ia counts
     // every edge of the list, whatever its length.
-    torch::Tensor n_ia = torch::bincount(edge_i * S + aj, {}, N * S).view({N, S}).to(opts.dtype());  // (N, S)
     torch::Tensor pad = torch::zeros({N, M1}, opts);
     for (std::int64_t a = 0; a < S; ++a) {
-      torch::Tensor pairs = torch::arange(S, edge_i.options()) * S + a;                  // (S) [centre][a]
+      torch::Tensor pairs = torch::arange(S, species.options()) * S + a;                 // (S) [centre][a]
       torch::Tensor s0 = -mean_s_.index_select(0, pairs) / std_s_.index_select(0, pairs);  // (S) per centre species
       torch::Tensor g0;                                                                  // (S, M1)
       if (arch_.type_one_side) {
@@ -504,25 +510,32 @@ Se2aModuleImpl::JetInput Se2aModuleImpl::prepare_jet(const EdgeBatch& batch) con
   torch::NoGradGuard no_grad;
   JetInput in;
   in.species = batch.species;
-  in.edge_i = batch.edge_i;
-  in.edge_j = batch.edge_j;
   in.frame = batch.frame;
   in.nframes = batch.nframes;
   in.stats_version = stats_version_;
-  in.geo = geometry(batch.positions.detach().to(dtype_), batch.species, batch.edge_i, batch.edge_j,
-                    batch.edge_shift.to(dtype_), true);
-  in.aj = batch.species.index_select(0, batch.edge_j);
+  const Geometry geo = geometry(batch.positions.detach().to(dtype_), batch.species, batch.edge_i, batch.edge_j,
+                                batch.edge_shift.to(dtype_), true);
+  const torch::Tensor aj = batch.species.index_select(0, batch.edge_j);
+  in.n_ia = edge_counts(batch.species, batch.edge_i, aj);
   const std::int64_t E = batch.nedges();
-  // Each block's filled slots only, in CSR order (centre-major): the jet skips empty slots.
-  for (const SlotBlock& b : slot_blocks(batch.species, batch.edge_i, in.aj)) {
+  // Each block's filled slots only, in CSR order (centre-major): the jet skips empty slots, and
+  // the block's geometry is gathered once, in the order the jet reads it.
+  std::vector<torch::Tensor> ei, ej;
+  for (const SlotBlock& b : slot_blocks(batch.species, batch.edge_i, aj)) {
     torch::Tensor filled = b.pad < E;  // (nb*nmax)
+    torch::Tensor rows = b.pad.masked_select(filled);
     JetBlock j;
-    j.rows = b.pad.masked_select(filled);
+    j.geo = {geo.shat.index_select(0, rows), geo.R.index_select(0, rows), geo.dshat_dx.index_select(0, rows),
+             geo.dR_dx.index_select(0, rows)};
     j.offsets = torch::cat({torch::zeros({1}, b.pad.options()), filled.view({b.nb, b.nmax}).sum(1).cumsum(0)});
     j.centres = b.centres;
     j.net = b.net;
+    ei.push_back(batch.edge_i.index_select(0, rows));
+    ej.push_back(batch.edge_j.index_select(0, rows));
     in.blocks.push_back(std::move(j));
   }
+  in.edge_i = ei.empty() ? batch.edge_i.narrow(0, 0, 0) : torch::cat(ei);
+  in.edge_j = ej.empty() ? batch.edge_j.narrow(0, 0, 0) : torch::cat(ej);
   return in;
 }
 
@@ -531,11 +544,9 @@ std::size_t Se2aModuleImpl::JetInput::bytes() const {
   auto add = [&](const torch::Tensor& t) {
     if (t.defined()) n += static_cast<std::size_t>(t.numel()) * t.element_size();
   };
-  for (const torch::Tensor* t : {&geo.shat, &geo.R, &geo.dshat_dx, &geo.dR_dx, &species, &edge_i, &edge_j, &aj, &frame}) add(*t);
+  for (const torch::Tensor* t : {&species, &n_ia, &frame, &edge_i, &edge_j}) add(*t);
   for (const JetBlock& b : blocks) {
-    add(b.rows);
-    add(b.offsets);
-    add(b.centres);
+    for (const torch::Tensor* t : {&b.geo.shat, &b.geo.R, &b.geo.dshat_dx, &b.geo.dR_dx, &b.offsets, &b.centres}) add(*t);
   }
   return n;
 }
@@ -545,44 +556,34 @@ std::pair<torch::Tensor, torch::Tensor> Se2aModuleImpl::energy_and_edge_gradient
   if (in.stats_version != stats_version_) {
     throw Error("energy_and_edge_gradient: the batch was prepared with other statistics (prepare it again)");
   }
-  const Geometry& geo = in.geo;
   const std::int64_t N = in.species.size(0);
-  const std::int64_t E = in.edge_i.size(0);
   const std::int64_t M1 = arch_.m1();
-  const auto opts = geo.R.options();
-  struct Jet {
-    torch::Tensor G, Gp, R;  // (n, M1), (n, M1), (n, 4)
-  };
-  std::vector<Jet> jets;
+  const auto opts = in.n_ia.options();
+  std::vector<std::vector<torch::Tensor>> jets;  // G, G' (n, M1) per block
   torch::Tensor T = torch::zeros({N, M1, 4}, opts);
   {
     std::optional<torch::NoGradGuard> no_grad;
     if (!create_graph) no_grad.emplace();
     for (const JetBlock& b : in.blocks) {
-      std::vector<torch::Tensor> gj = embedding_jet(embed_[static_cast<std::size_t>(b.net)], geo.shat.index_select(0, b.rows));
-      Jet j{gj[0], gj[1], geo.R.index_select(0, b.rows)};
-      torch::Tensor t = slot_sum(j.G, j.R, b.offsets);  // (nb, M1, 4)
+      jets.push_back(embedding_jet(embed_[static_cast<std::size_t>(b.net)], b.geo.shat));
+      torch::Tensor t = slot_sum(jets.back()[0], b.geo.R, b.offsets);  // (nb, M1, 4)
       T = b.centres.defined() ? T.index_add(0, b.centres, t) : T + t;
-      jets.push_back(std::move(j));
     }
   }
   if (!T.requires_grad()) T = T.detach().requires_grad_(true);
-  torch::Tensor atom_e = energy_from_slots(T, in.species, in.edge_i, in.aj);
+  torch::Tensor atom_e = energy_from_slots(T, in.species, in.n_ia);
   torch::Tensor gT = torch::autograd::grad({atom_e.sum()}, {T}, {}, create_graph, create_graph, /*allow_unused=*/true)[0];
   std::optional<torch::NoGradGuard> no_grad;
   if (!create_graph) no_grad.emplace();
   if (!gT.defined()) gT = torch::zeros_like(T);
-  torch::Tensor gs = torch::zeros({E}, opts);     // dE/dŝ per edge through G
-  torch::Tensor gR = torch::zeros({E, 4}, opts);  // dE/dR̂ per edge
+  std::vector<torch::Tensor> gx;  // (n, 3) per block
   for (std::size_t k = 0; k < in.blocks.size(); ++k) {
     const JetBlock& b = in.blocks[k];
-    const Jet& j = jets[k];
     torch::Tensor gTb = b.centres.defined() ? gT.index_select(0, b.centres) : gT;  // (nb, M1, 4)
-    const std::vector<torch::Tensor> sg = slot_gradients(gTb, j.G, j.Gp, j.R, b.offsets);  // (n), (n, 4)
-    gs = gs.index_add(0, b.rows, sg[0]);
-    gR = gR.index_add(0, b.rows, sg[1]);
+    const std::vector<torch::Tensor> sg = slot_gradients(gTb, jets[k][0], jets[k][1], b.geo.R, b.offsets);
+    gx.push_back(edge_chain(sg[0], sg[1], b.geo.dshat_dx, b.geo.dR_dx));
   }
-  return {atom_e, edge_chain(gs, gR, geo.dshat_dx, geo.dR_dx)};
+  return {atom_e, gx.empty() ? torch::zeros({0, 3}, opts) : gx.size() == 1 ? gx[0] : torch::cat(gx)};
 }
 
 // Convenience overload on a batch.
@@ -667,7 +668,7 @@ EnergyForces assemble(const torch::Tensor& atom_e, const torch::Tensor& gx, cons
                       std::int64_t nframes, const torch::Tensor& edge_i, const torch::Tensor& edge_j, bool create_graph) {
   const std::int64_t N = atom_e.size(0);
   torch::Tensor frame_e = torch::zeros({nframes}, atom_e.options()).index_add(0, frame, atom_e);
-  torch::Tensor dE_dpos = torch::zeros({N, 3}, gx.options()).index_add(0, edge_j, gx).index_add(0, edge_i, -gx);
+  torch::Tensor dE_dpos = edge_scatter(gx, edge_i, edge_j, N);
   EnergyForces out;
   if (create_graph) {
     out.atom_energy = atom_e;

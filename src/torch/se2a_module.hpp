@@ -107,21 +107,23 @@ class Se2aModuleImpl : public torch::nn::Module {
   // slot layout. They depend on the batch and the statistics only, so a trainer that visits a
   // frame many times can keep them (bytes() says what that costs).
   struct JetBlock {
-    torch::Tensor rows;     // (n) edges of the block's filled slots, centre-major
+    Geometry geo;           // of the block's rows: its filled slots, centre-major
     torch::Tensor offsets;  // (nb + 1) CSR offsets of each centre's rows
     torch::Tensor centres;  // (nb) atoms, or undefined: all N atoms in order
     int net = 0;
   };
   struct JetInput {
-    Geometry geo;
-    torch::Tensor species, edge_i, edge_j, aj, frame;
+    torch::Tensor species;         // (N)
+    torch::Tensor n_ia;            // (N, S) edges of each centre by neighbour species
+    torch::Tensor frame;           // (N)
+    torch::Tensor edge_i, edge_j;  // (E) the blocks' rows in order
     std::int64_t nframes = 0;
     std::vector<JetBlock> blocks;
     std::int64_t stats_version = 0;  // the module's statistics it was computed with
     std::size_t bytes() const;
   };
   JetInput prepare_jet(const EdgeBatch& batch) const;
-  // Per-atom energies (N) and dE/dx_ij per edge (E, 3) by the embedding jet
+  // Per-atom energies (N) and dE/dx per edge (E, 3, edges in the order of in.edge_i) by the embedding jet
   // (embedding_jet.hpp): the embedding nets give G and dG/dŝ in one pass, autograd
   // differentiates only eqs. D and F, and the chain rule down to the edges is written out, so a
   // force loss differentiates every embedding net once instead of twice. With create_graph both
@@ -175,8 +177,10 @@ class Se2aModuleImpl : public torch::nn::Module {
   std::vector<SlotBlock> slot_blocks(const torch::Tensor& species, const torch::Tensor& edge_i,
                                      const torch::Tensor& aj) const;
   // Per-atom energies from Σ_slots G ⊗ R̂ (N, M1, 4): the empty-slot term, 1/Nc, eqs. D and F.
+  // n_ia (N, S): the edges of each centre by neighbour species (edge_counts).
   torch::Tensor energy_from_slots(const torch::Tensor& slot_sum, const torch::Tensor& species,
-                                  const torch::Tensor& edge_i, const torch::Tensor& aj) const;
+                                  const torch::Tensor& n_ia) const;
+  torch::Tensor edge_counts(const torch::Tensor& species, const torch::Tensor& edge_i, const torch::Tensor& aj) const;
 
   Model arch_;                                   // architecture and metadata; weights ignored
   torch::Dtype dtype_;
