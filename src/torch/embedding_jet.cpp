@@ -240,6 +240,55 @@ struct EdgeScatterFunction : public torch::autograd::Function<EdgeScatterFunctio
   }
 };
 
+// gT from gD (eq. D's backward; jet_kernels.hpp, descriptor_backward), itself differentiable
+// once in gD and T: the loss differentiates ∂E/∂T again.
+struct DescriptorBackwardFunction : public torch::autograd::Function<DescriptorBackwardFunction> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& gd, const torch::Tensor& t, std::int64_t M2) {
+    const std::int64_t nb = t.size(0), M1 = t.size(1);
+    torch::Tensor g = gd.contiguous();
+    torch::Tensor gt = torch::empty_like(t);
+    AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "descriptor_backward", [&] {
+      jet::descriptor_backward<scalar_t>(nb, M1, M2, t.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(),
+                                         gt.data_ptr<scalar_t>());
+    });
+    ctx->save_for_backward({g, t});
+    ctx->saved_data["M2"] = M2;
+    return gt;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    const variable_list saved = ctx->get_saved_variables();
+    const torch::Tensor &g = saved[0], &t = saved[1];
+    const std::int64_t M2 = ctx->saved_data["M2"].toInt();
+    const std::int64_t nb = t.size(0), M1 = t.size(1);
+    torch::Tensor gg = grad_out[0].contiguous();
+    torch::Tensor g_gd = torch::empty_like(g), g_t = torch::empty_like(t);
+    AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "descriptor_backward_backward", [&] {
+      jet::descriptor_backward_backward<scalar_t>(nb, M1, M2, t.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(),
+                                                  gg.data_ptr<scalar_t>(), g_gd.data_ptr<scalar_t>(),
+                                                  g_t.data_ptr<scalar_t>());
+    });
+    return {g_gd, g_t, torch::Tensor()};
+  }
+};
+
+// Eq. D, D = T T[:M2]ᵀ per atom, with DescriptorBackwardFunction as its backward.
+struct DescriptorFunction : public torch::autograd::Function<DescriptorFunction> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& t, std::int64_t M2) {
+    const std::int64_t nb = t.size(0), M1 = t.size(1);
+    torch::Tensor d = torch::empty({nb, M1, M2}, t.options());
+    AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "descriptor", [&] {
+      jet::descriptor<scalar_t>(nb, M1, M2, t.data_ptr<scalar_t>(), d.data_ptr<scalar_t>());
+    });
+    ctx->save_for_backward({t});
+    ctx->saved_data["M2"] = M2;
+    return d;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    const torch::Tensor t = ctx->get_saved_variables()[0];
+    return {DescriptorBackwardFunction::apply(grad_out[0], t, ctx->saved_data["M2"].toInt()), torch::Tensor()};
+  }
+};
+
 // Checks shared by the slot functions.
 void check_slots(const char* what, const torch::Tensor& G, const torch::Tensor& R, const torch::Tensor& offsets) {
   const bool ok = G.dim() == 2 && R.dim() == 2 && R.size(1) == 4 && R.size(0) == G.size(0) && offsets.dim() == 1 &&
@@ -307,6 +356,13 @@ torch::Tensor edge_scatter(const torch::Tensor& gx, const torch::Tensor& edge_i,
                   edge_j.size(0) == E && edge_i.scalar_type() == torch::kInt64 && edge_j.scalar_type() == torch::kInt64;
   if (!ok) throw Error("edge_scatter: expected gx (E, 3) and int64 edge_i, edge_j (E)");
   return EdgeScatterFunction::apply(gx.contiguous(), edge_i.contiguous(), edge_j.contiguous(), N);
+}
+
+torch::Tensor descriptor(const torch::Tensor& T, std::int64_t M2) {
+  if (T.dim() != 3 || T.size(2) != 4 || M2 < 1 || M2 > T.size(1)) {
+    throw Error("descriptor: expected T (nb, M1, 4) and 1 <= M2 <= M1");
+  }
+  return DescriptorFunction::apply(T.contiguous(), M2);
 }
 
 }  // namespace qnn::libtorch

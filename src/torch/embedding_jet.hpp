@@ -43,4 +43,8 @@ torch::Tensor edge_chain(const torch::Tensor& gs, const torch::Tensor& gR, const
 torch::Tensor edge_scatter(const torch::Tensor& gx, const torch::Tensor& edge_i, const torch::Tensor& edge_j,
                            std::int64_t N);
 
+// Eq. D per atom, D = T T[:M2]ᵀ (nb, M1, M2) from T (nb, M1, 4), as loops; differentiable twice
+// (the jet path's ∂E/∂T is differentiated again by the loss).
+torch::Tensor descriptor(const torch::Tensor& T, std::int64_t M2);
+
 }  // namespace qnn::libtorch

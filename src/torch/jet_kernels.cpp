@@ -414,6 +414,79 @@ template void edge_chain<double>(std::int64_t, const double*, const double*, con
 template void edge_chain_backward<float>(std::int64_t, const float*, const float*, const float*, float*, float*);
 template void edge_chain_backward<double>(std::int64_t, const double*, const double*, const double*, double*, double*);
 
+template <typename T>
+void descriptor(std::int64_t nb, std::int64_t M1, std::int64_t M2, const T* t, T* d) {
+  for (std::int64_t b = 0; b < nb; ++b) {
+    const T* tb = t + b * M1 * 4;
+    T* db = d + b * M1 * M2;
+    for (std::int64_t m = 0; m < M1; ++m) {
+      for (std::int64_t n = 0; n < M2; ++n) {
+        db[m * M2 + n] = tb[4 * m] * tb[4 * n] + tb[4 * m + 1] * tb[4 * n + 1] + tb[4 * m + 2] * tb[4 * n + 2] +
+                         tb[4 * m + 3] * tb[4 * n + 3];
+      }
+    }
+  }
+}
+template <typename T>
+void descriptor_backward(std::int64_t nb, std::int64_t M1, std::int64_t M2, const T* t, const T* gd, T* gt) {
+  for (std::int64_t b = 0; b < nb; ++b) {
+    const T* tb = t + b * M1 * 4;
+    const T* g = gd + b * M1 * M2;
+    T* o = gt + b * M1 * 4;
+    for (std::int64_t m = 0; m < M1; ++m) {
+      T acc[4] = {0, 0, 0, 0};
+      for (std::int64_t n = 0; n < M2; ++n) {
+        for (int k = 0; k < 4; ++k) acc[k] += g[m * M2 + n] * tb[4 * n + k];
+      }
+      if (m < M2) {
+        for (std::int64_t mp = 0; mp < M1; ++mp) {
+          for (int k = 0; k < 4; ++k) acc[k] += g[mp * M2 + m] * tb[4 * mp + k];
+        }
+      }
+      for (int k = 0; k < 4; ++k) o[4 * m + k] = acc[k];
+    }
+  }
+}
+template <typename T>
+void descriptor_backward_backward(std::int64_t nb, std::int64_t M1, std::int64_t M2, const T* t, const T* gd,
+                                  const T* ggt, T* g_gd, T* g_t) {
+  for (std::int64_t b = 0; b < nb; ++b) {
+    const T* tb = t + b * M1 * 4;
+    const T* g = gd + b * M1 * M2;
+    const T* gg = ggt + b * M1 * 4;
+    T* ogd = g_gd + b * M1 * M2;
+    T* ot = g_t + b * M1 * 4;
+    for (std::int64_t a = 0; a < M1; ++a) {
+      for (std::int64_t c = 0; c < M2; ++c) {
+        T v = 0;
+        for (int k = 0; k < 4; ++k) v += gg[4 * a + k] * tb[4 * c + k] + gg[4 * c + k] * tb[4 * a + k];
+        ogd[a * M2 + c] = v;
+      }
+    }
+    for (std::int64_t p = 0; p < M1; ++p) {
+      T acc[4] = {0, 0, 0, 0};
+      if (p < M2) {
+        for (std::int64_t m = 0; m < M1; ++m) {
+          for (int k = 0; k < 4; ++k) acc[k] += gg[4 * m + k] * g[m * M2 + p];
+        }
+      }
+      for (std::int64_t m = 0; m < M2; ++m) {
+        for (int k = 0; k < 4; ++k) acc[k] += gg[4 * m + k] * g[p * M2 + m];
+      }
+      for (int k = 0; k < 4; ++k) ot[4 * p + k] = acc[k];
+    }
+  }
+}
+template void descriptor<float>(std::int64_t, std::int64_t, std::int64_t, const float*, float*);
+template void descriptor<double>(std::int64_t, std::int64_t, std::int64_t, const double*, double*);
+template void descriptor_backward<float>(std::int64_t, std::int64_t, std::int64_t, const float*, const float*, float*);
+template void descriptor_backward<double>(std::int64_t, std::int64_t, std::int64_t, const double*, const double*,
+                                          double*);
+template void descriptor_backward_backward<float>(std::int64_t, std::int64_t, std::int64_t, const float*,
+                                                  const float*, const float*, float*, float*);
+template void descriptor_backward_backward<double>(std::int64_t, std::int64_t, std::int64_t, const double*,
+                                                   const double*, const double*, double*, double*);
+
 const char* float_isa() {
   switch (isa_level()) {
     case 2: return "avx512";

@@ -432,7 +432,7 @@ torch::Tensor Se2aModuleImpl::forward_env(const torch::Tensor& shat, const torch
     torch::Tensor t = torch::bmm(G.transpose(1, 2), Ra);                                // (nb, M1, 4)
     T = b.centres.defined() ? T.index_add(0, b.centres, t) : T + t;
   }
-  return energy_from_slots(T, species, edge_counts(species, edge_i, aj));
+  return energy_from_slots(T, species, edge_counts(species, edge_i, aj), false);
 }
 
 torch::Tensor Se2aModuleImpl::edge_counts(const torch::Tensor& species, const torch::Tensor& edge_i,
@@ -443,7 +443,7 @@ torch::Tensor Se2aModuleImpl::edge_counts(const torch::Tensor& species, const to
 }
 
 torch::Tensor Se2aModuleImpl::energy_from_slots(const torch::Tensor& slot_sum, const torch::Tensor& species,
-                                                const torch::Tensor& n_ia) const {
+                                                const torch::Tensor& n_ia, bool loops) const {
   const std::int64_t S = arch_.nspecies();
   const std::int64_t N = species.size(0);
   const std::int64_t M1 = arch_.m1();
@@ -479,9 +479,14 @@ torch::Tensor Se2aModuleImpl::energy_from_slots(const torch::Tensor& slot_sum, c
   T = T / arch_.neighbor_norm;
   // Eq. D: D_i = T_i T_i[:M2]ᵀ, flattened row-major (m·M2 + n), as four outer products: the
   // contraction has length 4, and LibTorch's CPU bmm would make one GEMM call per atom.
-  torch::Tensor T2 = T.narrow(1, 0, M2);                                        // (N, M2, 4)
-  torch::Tensor D = T.select(2, 0).unsqueeze(2) * T2.select(2, 0).unsqueeze(1);  // (N, M1, M2)
-  for (std::int64_t k = 1; k < 4; ++k) D = D + T.select(2, k).unsqueeze(2) * T2.select(2, k).unsqueeze(1);
+  torch::Tensor D;  // (N, M1, M2)
+  if (loops) {
+    D = descriptor(T, M2);
+  } else {
+    torch::Tensor T2 = T.narrow(1, 0, M2);  // (N, M2, 4)
+    D = T.select(2, 0).unsqueeze(2) * T2.select(2, 0).unsqueeze(1);
+    for (std::int64_t k = 1; k < 4; ++k) D = D + T.select(2, k).unsqueeze(2) * T2.select(2, k).unsqueeze(1);
+  }
   D = D.reshape({N, M1 * M2});
 
   // Eq. F: fitting net of the centre species plus the energy bias.
@@ -571,7 +576,7 @@ std::pair<torch::Tensor, torch::Tensor> Se2aModuleImpl::energy_and_edge_gradient
     }
   }
   if (!T.requires_grad()) T = T.detach().requires_grad_(true);
-  torch::Tensor atom_e = energy_from_slots(T, in.species, in.n_ia);
+  torch::Tensor atom_e = energy_from_slots(T, in.species, in.n_ia, true);
   torch::Tensor gT = torch::autograd::grad({atom_e.sum()}, {T}, {}, create_graph, create_graph, /*allow_unused=*/true)[0];
   std::optional<torch::NoGradGuard> no_grad;
   if (!create_graph) no_grad.emplace();

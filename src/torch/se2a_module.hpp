@@ -177,9 +177,10 @@ class Se2aModuleImpl : public torch::nn::Module {
   std::vector<SlotBlock> slot_blocks(const torch::Tensor& species, const torch::Tensor& edge_i,
                                      const torch::Tensor& aj) const;
   // Per-atom energies from Σ_slots G ⊗ R̂ (N, M1, 4): the empty-slot term, 1/Nc, eqs. D and F.
-  // n_ia (N, S): the edges of each centre by neighbour species (edge_counts).
+  // n_ia (N, S): the edges of each centre by neighbour species (edge_counts). `loops`: eq. D by
+  // the jet's descriptor() instead of LibTorch element-wise products (the reference).
   torch::Tensor energy_from_slots(const torch::Tensor& slot_sum, const torch::Tensor& species,
-                                  const torch::Tensor& n_ia) const;
+                                  const torch::Tensor& n_ia, bool loops) const;
   torch::Tensor edge_counts(const torch::Tensor& species, const torch::Tensor& edge_i, const torch::Tensor& aj) const;
 
   Model arch_;                                   // architecture and metadata; weights ignored
