@@ -72,11 +72,14 @@ struct EmbeddingJetFunction : public torch::autograd::Function<EmbeddingJetFunct
       const torch::Tensor &Y = saved[4 * l], &Z = saved[4 * l + 1], &W = saved[4 * l + 2], &dt = saved[4 * l + 3];
       const std::int64_t in = W.size(0), out = W.size(1);
       torch::Tensor GZ = torch::empty_like(Z);
+      // resᵀ([gy; gt]), the residual's part of the input gradient (none below the first layer).
+      torch::Tensor skip = l > 0 && res != Residual::None ? torch::empty({2 * n, in}, opts) : torch::Tensor();
       std::vector<double> gb(static_cast<std::size_t>(out), 0.0), gdt(has_dt(res) ? gb.size() : 0, 0.0);
       AT_DISPATCH_FLOATING_TYPES(Z.scalar_type(), "embedding_jet_backward", [&] {
-        jet::layer_backward<scalar_t>(n, out, tanh_act, dt.data_ptr<scalar_t>(), gy.data_ptr<scalar_t>(),
-                                      gt.data_ptr<scalar_t>(), Z.data_ptr<scalar_t>(), GZ.data_ptr<scalar_t>(),
-                                      gb.data(), gdt.empty() ? nullptr : gdt.data());
+        jet::layer_backward<scalar_t>(n, in, out, kernel_res(res), tanh_act, dt.data_ptr<scalar_t>(),
+                                      gy.data_ptr<scalar_t>(), gt.data_ptr<scalar_t>(), Z.data_ptr<scalar_t>(),
+                                      GZ.data_ptr<scalar_t>(), gb.data(), gdt.empty() ? nullptr : gdt.data(),
+                                      skip.defined() ? skip.data_ptr<scalar_t>() : nullptr);
       });
       // Eq. J3, the products: gW = Yᵀ [gz; gu], and the inputs' gradient [gz; gu] Wᵀ + resᵀ([gy; gt]).
       auto to_tensor = [&](const std::vector<double>& v) {
@@ -90,14 +93,7 @@ struct EmbeddingJetFunction : public torch::autograd::Function<EmbeddingJetFunct
       if (has_dt(res)) g.push_back(to_tensor(gdt));
       per_layer[l] = std::move(g);
       if (l == 0) break;  // ŝ is a constant: no gradient to its input
-      if (res == Residual::None) {
-        GY = torch::mm(GZ, W.t());
-      } else {
-        // resᵀ: the output gradient itself, with its halves summed when doubling.
-        torch::Tensor skip = GY.defined() ? GY : torch::cat({gy, gt}, 0);
-        if (doubles(res)) skip = skip.narrow(1, 0, in) + skip.narrow(1, in, in);
-        GY = torch::addmm(skip, GZ, W.t());
-      }
+      GY = skip.defined() ? skip.addmm_(GZ, W.t()) : torch::mm(GZ, W.t());
       gy = GY.narrow(0, 0, n);
       gt = GY.narrow(0, n, n);
     }

@@ -105,14 +105,29 @@ QNN_JET_INLINE void layer_forward_body(std::int64_t n, std::int64_t in, std::int
 }
 
 template <typename T>
-QNN_JET_INLINE void layer_backward_body(std::int64_t n, std::int64_t out, bool tanh_act, const T* dt, const T* GYv,
-                                        const T* GYt, const T* Z, T* GZ, double* __restrict gb,
-                                        double* __restrict gdt) {
+QNN_JET_INLINE void layer_backward_body(std::int64_t n, std::int64_t in, std::int64_t out, Res res, bool tanh_act,
+                                        const T* dt, const T* GYv, const T* GYt, const T* Z, T* GZ,
+                                        double* __restrict gb, double* __restrict gdt, T* skip) {
   for (std::int64_t r = 0; r < n; ++r) {
     const T* __restrict a = Z + r * out;
     const T* __restrict u = Z + (n + r) * out;
     const T* __restrict gy = GYv + r * out;
     const T* __restrict gt = GYt + r * out;
+    if (skip != nullptr) {
+      T* __restrict sy = skip + r * in;
+      T* __restrict st = skip + (n + r) * in;
+      if (res == Res::Doubling) {
+        for (std::int64_t k = 0; k < in; ++k) {
+          sy[k] = gy[k] + gy[in + k];
+          st[k] = gt[k] + gt[in + k];
+        }
+      } else {
+        for (std::int64_t k = 0; k < in; ++k) {
+          sy[k] = gy[k];
+          st[k] = gt[k];
+        }
+      }
+    }
     T* __restrict gz = GZ + r * out;
     T* __restrict gu = GZ + (n + r) * out;
     for (std::int64_t k = 0; k < out; ++k) {
@@ -244,10 +259,13 @@ QNN_JET_INLINE void slot_gradients_backward_body(std::int64_t nb, std::int64_t M
       for (std::int64_t m = 0; m < M; ++m) {
         ogp[m] = c0 * g0[m] + c1 * g1[m] + c2 * g2[m] + c3 * g3[m];
         ogg[m] = w0 * g0[m] + w1 * g1[m] + w2 * g2[m] + w3 * g3[m];
-        a0[m] += c0 * gp[m] + w0 * g[m];
-        a1[m] += c1 * gp[m] + w1 * g[m];
-        a2[m] += c2 * gp[m] + w2 * g[m];
-        a3[m] += c3 * gp[m] + w3 * g[m];
+      }
+      for (std::int64_t m = 0; m < M; ++m) {
+        const T gpm = gp[m], gm = g[m];
+        a0[m] += c0 * gpm + w0 * gm;
+        a1[m] += c1 * gpm + w1 * gm;
+        a2[m] += c2 * gpm + w2 * gm;
+        a3[m] += c3 * gpm + w3 * gm;
       }
     }
     T* o = g_gsum + b * M * 4;
@@ -301,9 +319,10 @@ QNN_JET_FLOAT_VARIANTS(layer_forward,
                         const float* dt, const float* Y, float* Z, float* Ynext),
                        (n, in, out, res, tanh_act, bias, dt, Y, Z, Ynext))
 QNN_JET_FLOAT_VARIANTS(layer_backward,
-                       (std::int64_t n, std::int64_t out, bool tanh_act, const float* dt, const float* gy,
-                        const float* gt, const float* Z, float* GZ, double* gb, double* gdt),
-                       (n, out, tanh_act, dt, gy, gt, Z, GZ, gb, gdt))
+                       (std::int64_t n, std::int64_t in, std::int64_t out, Res res, bool tanh_act, const float* dt,
+                        const float* gy, const float* gt, const float* Z, float* GZ, double* gb, double* gdt,
+                        float* skip),
+                       (n, in, out, res, tanh_act, dt, gy, gt, Z, GZ, gb, gdt, skip))
 QNN_JET_FLOAT_VARIANTS(slot_sum,
                        (std::int64_t nb, std::int64_t M, const std::int64_t* offsets, const float* G, const float* R,
                         float* out),
@@ -335,14 +354,16 @@ void layer_forward<double>(std::int64_t n, std::int64_t in, std::int64_t out, Re
   layer_forward_body<double>(n, in, out, res, tanh_act, bias, dt, Y, Z, Ynext);
 }
 template <>
-void layer_backward<float>(std::int64_t n, std::int64_t out, bool tanh_act, const float* dt, const float* gy,
-                           const float* gt, const float* Z, float* GZ, double* gb, double* gdt) {
-  layer_backward_float(n, out, tanh_act, dt, gy, gt, Z, GZ, gb, gdt);
+void layer_backward<float>(std::int64_t n, std::int64_t in, std::int64_t out, Res res, bool tanh_act, const float* dt,
+                           const float* gy, const float* gt, const float* Z, float* GZ, double* gb, double* gdt,
+                           float* skip) {
+  layer_backward_float(n, in, out, res, tanh_act, dt, gy, gt, Z, GZ, gb, gdt, skip);
 }
 template <>
-void layer_backward<double>(std::int64_t n, std::int64_t out, bool tanh_act, const double* dt, const double* gy,
-                            const double* gt, const double* Z, double* GZ, double* gb, double* gdt) {
-  layer_backward_body<double>(n, out, tanh_act, dt, gy, gt, Z, GZ, gb, gdt);
+void layer_backward<double>(std::int64_t n, std::int64_t in, std::int64_t out, Res res, bool tanh_act,
+                            const double* dt, const double* gy, const double* gt, const double* Z, double* GZ,
+                            double* gb, double* gdt, double* skip) {
+  layer_backward_body<double>(n, in, out, res, tanh_act, dt, gy, gt, Z, GZ, gb, gdt, skip);
 }
 template <>
 void slot_sum<float>(std::int64_t nb, std::int64_t M, const std::int64_t* offsets, const float* G, const float* R,

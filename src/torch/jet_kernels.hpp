@@ -24,10 +24,11 @@ void layer_forward(std::int64_t n, std::int64_t in, std::int64_t out, Res res, b
 
 // Eq. J3, one layer: from the gradients gy, gt (n, out each) of the layer's outputs and its
 // saved Z, writes GZ (2n, out) = [gz; gu] and adds Σ_rows gz to gb (out) and, with dt, the dt
-// gradient to gdt (out); both in double.
+// gradient to gdt (out); both in double. With `skip` (2n, in), also writes the residual's part
+// of the input gradient, resᵀ([gy; gt]) (res not None).
 template <typename T>
-void layer_backward(std::int64_t n, std::int64_t out, bool tanh_act, const T* dt, const T* gy, const T* gt,
-                    const T* Z, T* GZ, double* gb, double* gdt);
+void layer_backward(std::int64_t n, std::int64_t in, std::int64_t out, Res res, bool tanh_act, const T* dt,
+                    const T* gy, const T* gt, const T* Z, T* GZ, double* gb, double* gdt, T* skip);
 
 // Σ_b = Σ_j G_j ⊗ R̂_j over the rows of centre b: out (nb, M, 4).
 template <typename T>
