@@ -216,6 +216,7 @@ QNN_JET_INLINE void slot_gradients_body(std::int64_t nb, std::int64_t M, const s
       const T* __restrict g = G + j * M;
       const T* __restrict gp = Gp + j * M;
       T acc_s = 0, p0 = 0, p1 = 0, p2 = 0, p3 = 0;
+#pragma omp simd reduction(+ : acc_s, p0, p1, p2, p3)
       for (std::int64_t m = 0; m < M; ++m) {
         acc_s += (r0 * g0[m] + r1 * g1[m] + r2 * g2[m] + r3 * g3[m]) * gp[m];
         p0 += g[m] * g0[m];
