@@ -72,7 +72,8 @@ struct EmbeddingJetFunction : public torch::autograd::Function<EmbeddingJetFunct
       const torch::Tensor &Y = saved[4 * l], &Z = saved[4 * l + 1], &W = saved[4 * l + 2], &dt = saved[4 * l + 3];
       const std::int64_t in = W.size(0), out = W.size(1);
       torch::Tensor GZ = torch::empty_like(Z);
-      // resᵀ([gy; gt]), the residual's part of the input gradient (none below the first layer).
+      // resᵀ([gy; gt]), the residual's part of the input gradient (not for the first layer, whose
+      // input ŝ is a constant).
       torch::Tensor skip = l > 0 && res != Residual::None ? torch::empty({2 * n, in}, opts) : torch::Tensor();
       std::vector<double> gb(static_cast<std::size_t>(out), 0.0), gdt(has_dt(res) ? gb.size() : 0, 0.0);
       AT_DISPATCH_FLOATING_TYPES(Z.scalar_type(), "embedding_jet_backward", [&] {
