@@ -241,12 +241,13 @@ void run(const Options& o) {
       namespace lt = qnn::libtorch;
       lt::Se2aModule module(fp, torch::kFloat32);
       const lt::EdgeBatch batch = lt::edges_from_graph(g, torch::kFloat32);
-      lt::energy_and_forces(module, batch, false);
+      // Autograd forces, as LibTorch-based pair styles compute them (not the trainer's jet).
+      lt::energy_and_forces(module, batch, false, /*autograd_only=*/true);
       std::vector<double> tt, tc;
       for (int r = 0; r < o.repeats; ++r) {
         const double c0 = process_cpu_seconds();
         const auto t0 = Clock::now();
-        lt::EnergyForces ef = lt::energy_and_forces(module, batch, false);
+        lt::EnergyForces ef = lt::energy_and_forces(module, batch, false, /*autograd_only=*/true);
         (void)ef.forces.sum().item<double>();
         tt.push_back(seconds_since(t0));
         tc.push_back(process_cpu_seconds() - c0);
