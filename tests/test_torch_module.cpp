@@ -19,6 +19,7 @@
 #include "qnn/format/model.hpp"
 #include "test_util.hpp"
 #include "torch/embedding_jet.hpp"
+#include "torch/jet_kernels.hpp"
 #include "torch/se2a_module.hpp"
 
 namespace {
@@ -307,25 +308,44 @@ TEST(EmbeddingJet, LossGradientsEqualAutogradDeepmdPairNetsTimestep) {
   expect_same_gradients(m, torch::kFloat64, 1e-10);
 }
 
+// The largest relative difference, tensor by tensor, of float gradients from double ones.
+double worst_relative(const std::vector<torch::Tensor>& got, const std::vector<torch::Tensor>& exact) {
+  double worst = 0;
+  EXPECT_EQ(got.size(), exact.size());
+  for (std::size_t k = 0; k < std::min(got.size(), exact.size()); ++k) {
+    const double scale = exact[k].abs().max().item<double>();
+    EXPECT_GT(scale, 0.0);
+    worst = std::max(worst, (got[k] - exact[k]).abs().max().item<double>() / scale);
+  }
+  return worst;
+}
+
 // In float the jet (its own tanh, FMA) and autograd round differently: each is compared with
 // the double-precision gradient, and the jet may not be much further from it than autograd.
+// Every vector variant of the jet's loops that this CPU runs is checked.
 TEST(EmbeddingJet, LossGradientsInFloatAsCloseToDoubleAsAutograd) {
   Model m = water_like_model();
   m.env_mat = "deepmd";
   const std::vector<NeighborGraph> graphs{water_graph(5, m.rcut), small_box_graph(m.rcut, 9)};
   const std::vector<torch::Tensor> exact = loss_gradients(m, graphs, torch::kFloat64, true);
-  const std::vector<torch::Tensor> jet = loss_gradients(m, graphs, torch::kFloat32, false);
-  const std::vector<torch::Tensor> autograd = loss_gradients(m, graphs, torch::kFloat32, true);
-  double worst_jet = 0, worst_autograd = 0;
-  for (std::size_t k = 0; k < exact.size(); ++k) {
-    const double scale = exact[k].abs().max().item<double>();
-    ASSERT_GT(scale, 0.0);
-    worst_jet = std::max(worst_jet, (jet[k] - exact[k]).abs().max().item<double>() / scale);
-    worst_autograd = std::max(worst_autograd, (autograd[k] - exact[k]).abs().max().item<double>() / scale);
+  const double worst_autograd = worst_relative(loss_gradients(m, graphs, torch::kFloat32, true), exact);
+  const std::string best = qnn::libtorch::jet::float_isa();
+  int variants = 0;
+  for (const char* isa : {"baseline", "avx2", "avx512"}) {
+    if (!qnn::libtorch::jet::use_float_isa(isa)) {
+      std::printf("    %s: not available on this CPU\n", isa);
+      continue;
+    }
+    ++variants;
+    const double worst_jet = worst_relative(loss_gradients(m, graphs, torch::kFloat32, false), exact);
+    std::printf("    float against double: jet (%s) %.2e, autograd %.2e\n", isa, worst_jet, worst_autograd);
+    EXPECT_LE(worst_jet, 1e-5) << isa;
+    EXPECT_LE(worst_jet, 4.0 * worst_autograd) << isa;
   }
-  std::printf("    float against double: jet %.2e, autograd %.2e\n", worst_jet, worst_autograd);
-  EXPECT_LE(worst_jet, 1e-5);
-  EXPECT_LE(worst_jet, 4.0 * worst_autograd);
+  ASSERT_TRUE(qnn::libtorch::jet::use_float_isa(best.c_str()));
+  EXPECT_GE(variants, 1);
+  EXPECT_FALSE(qnn::libtorch::jet::use_float_isa("sse9"));
+  EXPECT_EQ(best, qnn::libtorch::jet::float_isa());
 }
 
 // A batch prepared once (what the trainer keeps per frame) gives what a fresh evaluation

@@ -7,8 +7,10 @@
 #include "torch/jet_kernels.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #define QNN_JET_INLINE inline __attribute__((always_inline))
@@ -279,8 +281,8 @@ QNN_JET_INLINE void slot_gradients_backward_body(std::int64_t nb, std::int64_t M
   }
 }
 
-// 0: baseline, 1: AVX2 + FMA, 2: AVX-512 (F, DQ, VL, BW).
-int isa_level() {
+// 0: baseline, 1: AVX2 + FMA, 2: AVX-512 (F, DQ, VL, BW): the best this CPU runs.
+int best_isa_level() {
 #ifdef QNN_JET_X86
   static const int level = [] {
     __builtin_cpu_init();
@@ -295,6 +297,13 @@ int isa_level() {
 #else
   return 0;
 #endif
+}
+
+// The level in use: the best, unless use_float_isa chose a lower one.
+std::atomic<int> g_isa_level{-1};
+int isa_level() {
+  const int l = g_isa_level.load(std::memory_order_relaxed);
+  return l >= 0 ? l : best_isa_level();
 }
 
 // One float entry point per ISA for each loop, and the dispatching specialisation.
@@ -508,6 +517,14 @@ template void descriptor_backward_backward<float>(std::int64_t, std::int64_t, st
                                                   const float*, const float*, float*, float*);
 template void descriptor_backward_backward<double>(std::int64_t, std::int64_t, std::int64_t, const double*,
                                                    const double*, const double*, double*, double*);
+
+bool use_float_isa(const char* name) {
+  const std::string n = name != nullptr ? name : "";
+  const int level = n == "avx512" ? 2 : n == "avx2" ? 1 : n == "baseline" ? 0 : -1;
+  if (level < 0 || level > best_isa_level()) return false;
+  g_isa_level.store(level, std::memory_order_relaxed);
+  return true;
+}
 
 const char* float_isa() {
   switch (isa_level()) {

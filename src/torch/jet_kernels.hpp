@@ -70,5 +70,8 @@ void descriptor_backward_backward(std::int64_t nb, std::int64_t M1, std::int64_t
 
 // Which vector unit the float loops use ("avx512", "avx2" or "baseline").
 const char* float_isa();
+// Makes the float loops use `name` (one of the above), e.g. to test every variant on one
+// machine; false, and nothing changed, if this CPU cannot run it or the name is unknown.
+bool use_float_isa(const char* name);
 
 }  // namespace qnn::libtorch::jet
