@@ -119,7 +119,9 @@ class Se2aModuleImpl : public torch::nn::Module {
     torch::Tensor edge_i, edge_j;  // (E) the blocks' rows in order
     std::int64_t nframes = 0;
     std::vector<JetBlock> blocks;
-    std::int64_t stats_version = 0;  // the module's statistics it was computed with
+    // The module's statistics it was computed with: set_statistics and load_model count as a
+    // change; a torch::load of the module's buffers does not, so prepare after loading.
+    std::int64_t stats_version = 0;
     std::size_t bytes() const;
   };
   JetInput prepare_jet(const EdgeBatch& batch) const;

@@ -706,7 +706,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt, Se2aMo
         << " ETA " << format_duration(eta(step)) << std::endl;
   };
 
-  // The jet path's constants of each training frame (geometry and slot layout; about 1.5 MB for
+  // The jet path's constants of each training frame (geometry and slot layout; about 1.2 MB for
   // 192 atoms), kept for batches of one frame up to kJetCacheBytes in all: a step then
   // evaluates the network only. Larger batches, and fake quantization, compute them each step.
   constexpr std::size_t kJetCacheBytes = std::size_t{2} << 30;
