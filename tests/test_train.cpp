@@ -292,9 +292,9 @@ TEST_F(TrainTest, DivergedTrainingIsReportedNotWrittenWithANaNBias) {
   j["training"]["steps"] = 30;
   try {
     const lt::TrainResult r = run(j, log);
-    // If this run did not diverge, its written file must be finite.
+    // The run must diverge, or this test checks nothing; its written file would be finite.
     for (double b : r.model.energy_bias) EXPECT_TRUE(std::isfinite(b));
-    GTEST_SKIP() << "lr 10 did not make this run diverge";
+    ADD_FAILURE() << "lr 10 did not make this run diverge: the test needs a stronger push";
   } catch (const qnn::Error& e) {
     // The writer's validation refuses the weights or a non-finite (refit) bias, naming the cause.
     const std::string msg = e.what();

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 
+#include "qnn/engine/network_ops.hpp"
 #include "qnn/error.hpp"
 #include "torch/jet_kernels.hpp"
 
@@ -237,7 +238,8 @@ struct EdgeScatterFunction : public torch::autograd::Function<EdgeScatterFunctio
   }
 };
 
-// gT from gD (eq. D's backward; jet_kernels.hpp, descriptor_backward), itself differentiable
+// gT from gD (eq. D's backward; qnn/engine/network_ops.hpp, descriptor_backward, as the engines
+// compute it), itself differentiable
 // once in gD and T: the loss differentiates ∂E/∂T again.
 struct DescriptorBackwardFunction : public torch::autograd::Function<DescriptorBackwardFunction> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& gd, const torch::Tensor& t, std::int64_t M2) {
@@ -245,8 +247,10 @@ struct DescriptorBackwardFunction : public torch::autograd::Function<DescriptorB
     torch::Tensor g = gd.contiguous();
     torch::Tensor gt = torch::empty_like(t);
     AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "descriptor_backward", [&] {
-      jet::descriptor_backward<scalar_t>(nb, M1, M2, t.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(),
-                                         gt.data_ptr<scalar_t>());
+      for (std::int64_t b = 0; b < nb; ++b) {
+        qnn::descriptor_backward<scalar_t>(static_cast<int>(M1), static_cast<int>(M2), t.data_ptr<scalar_t>() + b * M1 * 4,
+                                           g.data_ptr<scalar_t>() + b * M1 * M2, gt.data_ptr<scalar_t>() + b * M1 * 4);
+      }
     });
     ctx->save_for_backward({g, t});
     ctx->saved_data["M2"] = M2;
@@ -260,9 +264,14 @@ struct DescriptorBackwardFunction : public torch::autograd::Function<DescriptorB
     torch::Tensor gg = grad_out[0].contiguous();
     torch::Tensor g_gd = torch::empty_like(g), g_t = torch::empty_like(t);
     AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "descriptor_backward_backward", [&] {
-      jet::descriptor_backward_backward<scalar_t>(nb, M1, M2, t.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(),
-                                                  gg.data_ptr<scalar_t>(), g_gd.data_ptr<scalar_t>(),
-                                                  g_t.data_ptr<scalar_t>());
+      for (std::int64_t b = 0; b < nb; ++b) {
+        qnn::descriptor_backward_backward<scalar_t>(static_cast<int>(M1), static_cast<int>(M2),
+                                                    t.data_ptr<scalar_t>() + b * M1 * 4,
+                                                    g.data_ptr<scalar_t>() + b * M1 * M2,
+                                                    gg.data_ptr<scalar_t>() + b * M1 * 4,
+                                                    g_gd.data_ptr<scalar_t>() + b * M1 * M2,
+                                                    g_t.data_ptr<scalar_t>() + b * M1 * 4);
+      }
     });
     return {g_gd, g_t, torch::Tensor()};
   }
@@ -274,7 +283,10 @@ struct DescriptorFunction : public torch::autograd::Function<DescriptorFunction>
     const std::int64_t nb = t.size(0), M1 = t.size(1);
     torch::Tensor d = torch::empty({nb, M1, M2}, t.options());
     AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "descriptor", [&] {
-      jet::descriptor<scalar_t>(nb, M1, M2, t.data_ptr<scalar_t>(), d.data_ptr<scalar_t>());
+      for (std::int64_t b = 0; b < nb; ++b) {
+        qnn::descriptor_from_T<scalar_t>(static_cast<int>(M1), static_cast<int>(M2), t.data_ptr<scalar_t>() + b * M1 * 4,
+                                         d.data_ptr<scalar_t>() + b * M1 * M2);
+      }
     });
     ctx->save_for_backward({t});
     ctx->saved_data["M2"] = M2;

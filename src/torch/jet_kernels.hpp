@@ -56,18 +56,6 @@ void edge_chain(std::int64_t E, const T* gs, const T* gR, const T* dshat_dx, con
 template <typename T>
 void edge_chain_backward(std::int64_t E, const T* ggx, const T* dshat_dx, const T* dR_dx, T* g_gs, T* g_gR);
 
-// Eq. D per atom, D_mn = Σ_k T_mk T_nk (m < M1, n < M2), T (nb, M1, 4), D (nb, M1, M2); its
-// backward gT_mk = Σ_n gD_mn T_nk + [m < M2] Σ_m' gD_m'm T_m'k; and the backward of that
-// backward, from ggT (nb, M1, 4): g(gD)_ab = Σ_k ggT_ak T_bk + ggT_bk T_ak and
-// gT_pk = [p < M2] Σ_m ggT_mk gD_mp + Σ_{m < M2} ggT_mk gD_pm.
-template <typename T>
-void descriptor(std::int64_t nb, std::int64_t M1, std::int64_t M2, const T* t, T* d);
-template <typename T>
-void descriptor_backward(std::int64_t nb, std::int64_t M1, std::int64_t M2, const T* t, const T* gd, T* gt);
-template <typename T>
-void descriptor_backward_backward(std::int64_t nb, std::int64_t M1, std::int64_t M2, const T* t, const T* gd,
-                                  const T* ggt, T* g_gd, T* g_t);
-
 // Which vector unit the float loops use ("avx512", "avx2" or "baseline").
 const char* float_isa();
 // Makes the float loops use `name` (one of the above), e.g. to test every variant on one

@@ -1,6 +1,7 @@
 // Device functions of the se_e2_a network shared by the exact engine (exact_engine.cpp), the
-// compressed engine's block kernel (kernels/) and the CUDA kernels (cuda/): the switching
-// function (eq. S) and the descriptor contraction and its backward pass (eq. D, eq. B step 2).
+// compressed engine's block kernel (kernels/) and the CUDA kernels (cuda/), and by the trainer's
+// jet (src/torch/embedding_jet.cpp): the switching function (eq. S) and the descriptor
+// contraction with its backward pass (eq. D, eq. B step 2) and that pass's own backward.
 #pragma once
 
 // Plain functions, so that every backend can call them: Kokkos kernels on the host (and on a
@@ -62,6 +63,35 @@ QNN_HD_INLINE void descriptor_backward(int m1, int m2, const Real* T, const Real
       }
     }
     for (int k = 0; k < 4; ++k) gt[4 * m + k] = acc[k];
+  }
+}
+
+// The backward of descriptor_backward, for a loss on forces (the trainer's jet,
+// src/torch/embedding_jet.cpp): from ggt = dL/dg_T (M1, 4), dL/dg_D (M1, M2) and the
+// contribution dL/dT (M1, 4) of the g_T path:
+//   g_gd[a][c] = Σ_k ggt[a][k] T[c][k] + ggt[c][k] T[a][k],
+//   g_t[p][k]  = [p < M2] Σ_m ggt[m][k] gd[m][p] + Σ_{m < M2} ggt[m][k] gd[p][m].
+template <class Real>
+QNN_HD_INLINE void descriptor_backward_backward(int m1, int m2, const Real* T, const Real* gd, const Real* ggt,
+                                                Real* g_gd, Real* g_t) {
+  for (int a = 0; a < m1; ++a) {
+    for (int c = 0; c < m2; ++c) {
+      Real v = 0;
+      for (int k = 0; k < 4; ++k) v += ggt[4 * a + k] * T[4 * c + k] + ggt[4 * c + k] * T[4 * a + k];
+      g_gd[a * m2 + c] = v;
+    }
+  }
+  for (int p = 0; p < m1; ++p) {
+    Real acc[4] = {0, 0, 0, 0};
+    if (p < m2) {
+      for (int m = 0; m < m1; ++m) {
+        for (int k = 0; k < 4; ++k) acc[k] += ggt[4 * m + k] * gd[m * m2 + p];
+      }
+    }
+    for (int m = 0; m < m2; ++m) {
+      for (int k = 0; k < 4; ++k) acc[k] += ggt[4 * m + k] * gd[p * m2 + m];
+    }
+    for (int k = 0; k < 4; ++k) g_t[4 * p + k] = acc[k];
   }
 }
 
