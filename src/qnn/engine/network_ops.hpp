@@ -15,27 +15,23 @@
 
 namespace qnn {
 
-// Switching function s(r) and ds/dr (docs/model.md eq. S), in double.
-QNN_HD_INLINE void switch_function(double r, double rs, double rc, double& s, double& ds) {
-  if (r >= rc) {
-    s = 0.0;
-    ds = 0.0;
-    return;
-  }
-  const double inv = 1.0 / r;
-  if (r < rs) {
-    s = inv;
-    ds = -inv * inv;
-    return;
-  }
+// Switching function s(r) and ds/dr (docs/model.md eq. S), in double: V is double, or a GCC
+// vector of doubles (the block kernel's edge loop, kernels/descriptor_impl.hpp). Written
+// without branches (each case is computed and selected), so that edge loops vectorise; the
+// selected value is the same expression, hence the same bits, as a branching version.
+template <class V>
+QNN_HD_INLINE void switch_function(V r, double rs, double rc, V& s, V& ds) {
+  const V inv = 1.0 / r;
   const double w = rc - rs;
-  const double u = (r - rs) / w;
-  const double u2 = u * u;
-  const double u3 = u2 * u;
-  const double poly = u3 * (-6.0 * u2 + 15.0 * u - 10.0) + 1.0;
-  const double dpoly = (-30.0 * u2 * u2 + 60.0 * u3 - 30.0 * u2) / w;
-  s = inv * poly;
-  ds = -inv * inv * poly + inv * dpoly;
+  const V u = (r - rs) / w;
+  const V u2 = u * u;
+  const V u3 = u2 * u;
+  const V poly = u3 * (-6.0 * u2 + 15.0 * u - 10.0) + 1.0;
+  const V dpoly = (-30.0 * u2 * u2 + 60.0 * u3 - 30.0 * u2) / w;
+  const auto outside = r >= rc;
+  const auto inner = r < rs;
+  s = outside ? V{} : inner ? inv : inv * poly;
+  ds = outside ? V{} : inner ? -inv * inv : -inv * inv * poly + inv * dpoly;
 }
 
 // D = T Tᵀ restricted to n < M2 (eq. D); T is (M1, 4), D is (M1, M2).

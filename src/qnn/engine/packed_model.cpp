@@ -49,12 +49,25 @@ void pack_descriptor(const Model& m, const CompressedOptions& opt, PackedModel& 
   A.coef_centre_stride =
       m.type_one_side ? 0 : static_cast<std::size_t>(table.coefficients(S, 0) - table.coefficients(0, 0));
   A.s_fast = switched_inverse(opt.table.r_fine, m.rcut_smth, m.rcut);
-  // Fixed-point scale of the descriptor terms: every fast-path |G·R̂| stays below 2^27 units
-  // (with env_mat "deepmd" R̂₀ = ŝ = (s − mean_s)/std_s).
+  // Fixed-point scale of the descriptor terms: every fast-path |G·R̂|·t_scale stays below 2^27
+  // units, so that 15 of them sum exactly in int32 (docs/model.md, "Determinism"),
+  // with env_mat "deepmd" R̂₀ = ŝ = (s − mean_s)/std_s. |G| is bounded on every fine-zone
+  // interval by Σ_i |c_i| (t ∈ [0, 1]), a bound of the tabulated polynomial itself.
   double max_mean = 0.0;
   if (m.deepmd_env_mat())
     for (double v : m.mean_s) max_mean = std::max(max_mean, std::abs(v));
-  const double bound = 1.05 * table.max_abs_value() * max_inv * (A.s_fast + max_mean);
+  double max_g = table.max_abs_value();
+  const int P = A.m1p;
+  for (int t = 0; t < table.ntables(); ++t)
+    for (int k = 0; k < table.zones(t).n1; ++k) {
+      const float* cf = table.coefficients(t, k);
+      for (int o = 0; o < A.m1; ++o) {
+        double sum = 0.0;
+        for (int q = 0; q < 6; ++q) sum += std::abs(static_cast<double>(cf[q * P + o]));
+        max_g = std::max(max_g, sum);
+      }
+    }
+  const double bound = 1.05 * max_g * max_inv * (A.s_fast + max_mean);
   if (!(bound > 0.0) || !std::isfinite(bound))
     throw Error("model: the descriptor's range is not finite (embedding or statistics)");
   A.t_scale = std::ldexp(1.0, static_cast<int>(std::floor(std::log2(0x1p27 / bound))));
@@ -64,7 +77,6 @@ void pack_descriptor(const Model& m, const CompressedOptions& opt, PackedModel& 
   // neighbour leaving the cutoff (ŝ → ŝ₀) and the slot it frees add the same amount.
   if (m.sel.size() != static_cast<std::size_t>(S)) throw Error("model: env_mat 'deepmd' needs sel for every species");
   A.sel = m.sel;
-  const int P = A.m1p;
   A.pad64.assign(SS * static_cast<std::size_t>(P), 0);
   std::vector<double> g(static_cast<std::size_t>(P)), dg(static_cast<std::size_t>(P));
   for (int c = 0; c < S; ++c)
@@ -73,7 +85,7 @@ void pack_descriptor(const Model& m, const CompressedOptions& opt, PackedModel& 
       const double s0 = -m.mean_s[p] * A.inv_std_s[p];
       table.evaluate(m.embed_index(c, a), s0, g.data(), dg.data());
       for (int k = 0; k < A.m1; ++k) {
-        const double v = std::trunc(g[static_cast<std::size_t>(k)] * s0 * A.t_scale);
+        const double v = std::nearbyint(g[static_cast<std::size_t>(k)] * s0 * A.t_scale);
         if (!(std::abs(v) < 0x1p40)) throw Error("model: the empty-slot term of env_mat 'deepmd' is out of range");
         A.pad64[p * P + static_cast<std::size_t>(k)] = static_cast<std::int64_t>(v);
       }
