@@ -218,8 +218,8 @@ CompressedEngine::CompressedEngine(const Model& model, const CompressedOptions& 
       P.wt = make_view<float>("qnn:v2_fit_wt", std::size_t(d.out) * inp);
       for (int k = 0; k < d.in; ++k)
         for (int o = 0; o < d.out; ++o) {
-          P.w(std::size_t(k) * outp + o) = d.w[std::size_t(k) * d.out + o];
-          P.wt(std::size_t(o) * inp + k) = d.wt[std::size_t(o) * d.in + k];
+          P.w(v2::packed_panel_index(d.in, k, o)) = d.w[std::size_t(k) * d.out + o];
+          P.wt(v2::packed_panel_index(d.out, o, k)) = d.wt[std::size_t(o) * d.in + k];
         }
       P.b = make_view<float>("qnn:v2_fit_b", outp);
       for (int o = 0; o < d.out; ++o) P.b(o) = d.b[std::size_t(o)];

@@ -13,6 +13,11 @@ inline constexpr int kBlockAtoms = 32;  // centres per block (GEMM rows)
 inline constexpr int kColPad = 64;      // activation/weight widths padded to this
 
 inline int pad_cols(int n) { return (n + kColPad - 1) / kColPad * kColPad; }
+// Where element (k, n) of a (rows, pad_cols(n)) matrix lies in its panel-packed layout.
+inline std::size_t packed_panel_index(int rows, int k, int n) {
+  return static_cast<std::size_t>(n / kColPad) * kColPad * rows +
+         static_cast<std::size_t>(k) * kColPad + n % kColPad;
+}
 
 // One hidden layer of a fitting net: y = residual(x, tanh(x·W + b)).
 struct FitLayer {
@@ -20,8 +25,11 @@ struct FitLayer {
   int in_p = 0, out_p = 0;  // padded (kColPad) widths: strides of activations
   int residual = 0;         // static_cast<int>(Residual)
   int tanh = 1;
-  const float* w = nullptr;   // (in, out_p) row-major, zero-padded columns
-  const float* wt = nullptr;  // (out, in_p) row-major: W^T for the backward pass
+  // W (in, out_p) and Wᵀ (out, in_p), zero-padded columns, each in panels of kColPad columns:
+  // element (k, n) at (n / kColPad)·kColPad·rows + k·kColPad + n % kColPad
+  // (packed_panel_index), so that the GEMM reads each panel contiguously.
+  const float* w = nullptr;
+  const float* wt = nullptr;
   const float* b = nullptr;   // (out_p)
   const float* dt = nullptr;  // (out_p) Timestep residual, else nullptr
   // int8 (w8a8) execution, when pk != nullptr

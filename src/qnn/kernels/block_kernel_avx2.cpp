@@ -13,7 +13,7 @@ void block_avx2(const ModelArgs& m, const GraphArgs& g, const OutArgs& o, const 
 }
 void sgemm_avx2(int M, int Np, int K, const float* A, int lda, const float* B, int ldb, float* C,
             int ldc) {
-  isa_avx2::sgemm(M, Np, K, A, lda, B, ldb, C, ldc);
+  isa_avx2::sgemm(M, Np, K, A, lda, B, ldb, kColPad, C, ldc);
 }
 }  // namespace qnn::v2
 #else

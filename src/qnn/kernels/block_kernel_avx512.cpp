@@ -13,7 +13,7 @@ void block_avx512(const ModelArgs& m, const GraphArgs& g, const OutArgs& o, cons
 }
 void sgemm_avx512(int M, int Np, int K, const float* A, int lda, const float* B, int ldb, float* C,
             int ldc) {
-  isa_avx512::sgemm(M, Np, K, A, lda, B, ldb, C, ldc);
+  isa_avx512::sgemm(M, Np, K, A, lda, B, ldb, kColPad, C, ldc);
 }
 }  // namespace qnn::v2
 #else

@@ -54,13 +54,19 @@ inline vf vtanh(vf x) {
   return (vf)((vi)t | sign);
 }
 
-// C (M, Np) = A (M, K) · B (K, Np); M a multiple of 4, Np of 4·VW (kColPad). Each element
-// is a sequential sum over k, whatever its row or column: the result of a row does not
-// depend on the other rows of the block.
-void sgemm(int M, int Np, int K, const float* A, int lda, const float* B, int ldb, float* C,
-           int ldc) {
+// C (M, Np) = A (M, K) · B (K, Np); M a multiple of 4, Np of 4·VW (kColPad). B(k, n) is at
+// B[(n / kColPad) · bpanel + k · ldb + n % kColPad]: a row-major B is ldb = its row stride,
+// bpanel = kColPad; a panel-packed one (the fitting weights, packed_panel_index) is ldb =
+// kColPad, bpanel = kColPad · K, so that the kernel walks each panel contiguously (a row
+// stride of 2^n bytes maps the rows of a panel onto a few L1 sets). Each element is a
+// sequential sum over k, whatever its row or column: the result of a row does not depend on
+// the other rows of the block.
+void sgemm(int M, int Np, int K, const float* A, int lda, const float* B, int ldb,
+           std::size_t bpanel, float* C, int ldc) {
   constexpr int MR = 4, NV = 4, NC = NV * VW, KC = 128;
+  static_assert(kColPad % NC == 0, "a column block lies within one panel");
   for (int n0 = 0; n0 < Np; n0 += NC) {
+    const float* bp = B + static_cast<std::size_t>(n0 / kColPad) * bpanel + n0 % kColPad;
     for (int k0 = 0; k0 < K; k0 += KC) {  // a KC x NC panel of B stays in L1
       const int k1 = std::min(K, k0 + KC);
       for (int m0 = 0; m0 < M; m0 += MR) {
@@ -71,7 +77,7 @@ void sgemm(int M, int Np, int K, const float* A, int lda, const float* B, int ld
             acc[r][v] = k0 == 0 ? vf{} : vload(c0 + static_cast<std::size_t>(r) * ldc + v * VW);
         const float* a0 = A + static_cast<std::size_t>(m0) * lda;
         for (int k = k0; k < k1; ++k) {
-          const float* b = B + static_cast<std::size_t>(k) * ldb + n0;
+          const float* b = bp + static_cast<std::size_t>(k) * ldb;
           vf bv[NV];
           for (int v = 0; v < NV; ++v) bv[v] = vload(b + v * VW);
           for (int r = 0; r < MR; ++r) {
@@ -240,13 +246,13 @@ void run_block_tables(const ModelArgs& M, const GraphArgs& G, const OutArgs& O, 
           xq[static_cast<std::size_t>(r) * L.in_p + k] =
               round_clamp(x[static_cast<std::size_t>(r) * ldx + k] * L.inv_act_scale, L.qmax_a) *
               L.act_scale;
-      sgemm(rows, ldo, L.in, xq, L.in_p, L.w, L.out_p, t, ldo);
+      sgemm(rows, ldo, L.in, xq, L.in_p, L.w, kColPad, std::size_t(kColPad) * L.in, t, ldo);
       for (int r = 0; r < rows; ++r) {
         float* tr = t + static_cast<std::size_t>(r) * ldo;
         for (int o = 0; o < ldo; o += VW) vstore(tr + o, vload(tr + o) + vload(L.b + o));
       }
     } else {
-      sgemm(rows, ldo, L.in, x, ldx, L.w, L.out_p, t, ldo);
+      sgemm(rows, ldo, L.in, x, ldx, L.w, kColPad, std::size_t(kColPad) * L.in, t, ldo);
       for (int r = 0; r < rows; ++r) {
         float* tr = t + static_cast<std::size_t>(r) * ldo;
         for (int o = 0; o < ldo; o += VW) vstore(tr + o, vload(tr + o) + vload(L.b + o));
@@ -332,7 +338,7 @@ void run_block_tables(const ModelArgs& M, const GraphArgs& G, const OutArgs& O, 
         for (int k = 0; k < L.in; ++k) xr[k] = static_cast<float>(acc[k]) * sc;
       }
     } else {
-      sgemm(rows, L.in_p, L.out, S.gZ, ldo, L.wt, L.in_p, gx, ldg);
+      sgemm(rows, L.in_p, L.out, S.gZ, ldo, L.wt, kColPad, std::size_t(kColPad) * L.out, gx, ldg);
     }
     for (int r = 0; r < rows; ++r) {
       const float* gr = gy + static_cast<std::size_t>(r) * ldg;

@@ -37,7 +37,9 @@ inline vf vset(float x) {
 // Round each lane to the nearest int32, ties to even (the values are within int32 range).
 #if QNN_VW == 16
 inline vi vround(vf x) {
-  return (vi)_mm512_cvt_roundps_epi32((__m512)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  // (the zero-masked forms: GCC 12 warns about the unmasked ones' undefined source)
+  return (vi)_mm512_maskz_cvt_roundps_epi32(0xFFFF, (__m512)x,
+                                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 #elif QNN_VW == 8
 inline vi vround(vf x) { return (vi)_mm256_cvtps_epi32((__m256)x); }  // MXCSR: nearest-even
@@ -82,7 +84,7 @@ inline vd vdset(double x) {
   return v;
 }
 #if QNN_VW == 16
-inline vd vsqrt(vd x) { return (vd)_mm512_sqrt_pd((__m512d)x); }
+inline vd vsqrt(vd x) { return (vd)_mm512_maskz_sqrt_pd(0xFF, (__m512d)x); }
 #elif QNN_VW == 8
 inline vd vsqrt(vd x) { return (vd)_mm256_sqrt_pd((__m256d)x); }
 #elif defined(__SSE2__)
