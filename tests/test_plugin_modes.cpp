@@ -165,7 +165,7 @@ TEST(PluginModes, ModeKeywordParsedAndBadModesRejected) {
   const Models& M = models();
   const std::string box = kBox;
   expect_lammps_error(box, "pair_style qnn " + M.fp.str() + " mode bogus",
-                      {"unknown execution mode 'bogus'", "fp32, weight-only, int8, mixed"});
+                      {"unknown execution mode 'bogus'", "fp32, weight-only, w8a16, int8, mixed, fp64"});
   expect_lammps_error(box, "pair_style qnn " + M.fp.str() + " mode", {"'mode' needs a value"});
   expect_lammps_error(box, "pair_style qnn " + M.fp.str() + " threads 1 colour red", {"unknown keyword 'colour'", "mode"});
   // An FP32 file cannot run the quantized modes: the message says why and what to do.

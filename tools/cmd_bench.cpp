@@ -1,7 +1,8 @@
 // `qnn bench`: energy + force throughput of every execution mode on replicated water frames,
-// side by side in one run: fp32, weight-only, int8, mixed, and the LibTorch FP32 module (what
+// side by side in one run: fp32, weight-only, w8a16, int8, mixed, and the LibTorch FP32 module (what
 // LibTorch-based pair styles run), with the time per phase, ratios against fp32 and LibTorch,
-// and the int8 GEMM roofline of this machine. Medians of repeated calls.
+// the int8 GEMM roofline of this machine, and the descriptor's roofline (cycles per
+// edge-channel, share of the float path's FMA peak). Medians of repeated calls.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -22,6 +23,7 @@
 #include "commands.hpp"
 #include "qnn/data/data.hpp"
 #include "qnn/error.hpp"
+#include "qnn/engine/compressed_engine.hpp"
 #include "qnn/engine/evaluator.hpp"
 #include "qnn/kernels/int_gemm.hpp"
 #include "quant_flags.hpp"
@@ -91,6 +93,33 @@ double network_macs(const Model& m, const NeighborGraph& g) {
   return macs;
 }
 
+// Edges within the cutoff times the last embedding width: the descriptor's edge-channels.
+double edge_channels(const Model& m, const NeighborGraph& g) {
+  double n = 0;
+  for (int i = 0; i < g.nlocal; ++i)
+    for (int e = g.offsets[i]; e < g.offsets[i + 1]; ++e) {
+      const int j = g.neighbors[e];
+      double r2 = 0;
+      for (int d = 0; d < 3; ++d) r2 += std::pow(g.positions[3 * j + d] - g.positions[3 * i + d], 2);
+      if (r2 < m.rcut * m.rcut) n += m.m1();
+    }
+  return n;
+}
+
+// This core's clock in GHz, from a chain of dependent integer additions (one per cycle);
+// 0 where that cannot be measured (not x86-64).
+double clock_ghz() {
+#if defined(__x86_64__)
+  const long n = 200000000;
+  long x = 0;
+  const auto t0 = Clock::now();
+  for (long i = 0; i < n; ++i) __asm__ volatile("add $1, %0" : "+r"(x));
+  return n / seconds_since(t0) / 1e9;
+#else
+  return 0.0;
+#endif
+}
+
 // Peak int8 MAC rate of the active GEMM path on one thread (large GEMM, best of 5).
 double gemm_roofline_gmacs() {
   const int M = 1024, K = 1024, N = 256;
@@ -116,6 +145,11 @@ double fitting_macs(const Model& m, const NeighborGraph& g) {
   return macs;
 }
 
+// Lane-FMAs the block kernel spends per edge-channel (kernels/descriptor_impl.hpp): forward,
+// G by Horner (5) and G·R̂[k] for k < 4 (4 products); backward, G and dG/dt in one Horner pass
+// (9), g_G (4), g_R̂ (4), Σ g_G dG/dt (1).
+constexpr double kDescriptorFmas = 27;
+
 struct Row {
   std::string mode;
   int natoms = 0;
@@ -125,6 +159,7 @@ struct Row {
   bool has_phase = false;
   double macs = 0;
   double fit_macs = 0;
+  double edge_channels = 0;  // active edges x last embedding width
 };
 
 struct Options {
@@ -134,7 +169,7 @@ struct Options {
   int threads = 1;
   int frame = 0;
   bool torch = true;
-  std::vector<std::string> only;  // --modes: subset of fp32, weight-only, int8, mixed, libtorch
+  std::vector<std::string> only;  // --modes: subset of fp32, weight-only, w8a16, int8, mixed, libtorch
 };
 
 bool wanted(const Options& o, const std::string& m) {
@@ -165,6 +200,7 @@ void run(const Options& o) {
   if (!o.int8.empty()) {
     Model q = read_model(o.int8);
     modes.push_back({"weight-only", q, Mode::WeightOnly});
+    modes.push_back({"w8a16", q, Mode::W8A16});
     modes.push_back({"int8", q, Mode::Int8});
   }
   if (!o.mixed.empty()) modes.push_back({"mixed", read_model(o.mixed), Mode::Mixed});
@@ -185,6 +221,11 @@ void run(const Options& o) {
   const double roof = gemm_roofline_gmacs();
   std::cout << "int8 GEMM roofline (1024x1024x256, one thread): " << std::fixed << std::setprecision(1)
             << roof << " GMAC/s\n";
+  const CompressedEngine probe(fp, compressed_options(Mode::FP32));
+  const double fma_peak = probe.kernel_fma_peak();
+  const double ghz = clock_ghz();
+  std::cout << "float path " << probe.kernel_name() << ": FMA peak " << std::setprecision(1)
+            << fma_peak / 1e9 << " G lane-FMA/s, clock " << std::setprecision(2) << ghz << " GHz\n";
 
   std::vector<Row> rows;
   std::map<int, double> graph_time;
@@ -202,6 +243,7 @@ void run(const Options& o) {
     graph_time[natoms] = median(tg);
     const double macs = network_macs(fp, g);
     const double fit_macs = fitting_macs(fp, g);
+    const double ech = edge_channels(fp, g);
     std::cout << "\n" << natoms << " atoms, " << g.nedges() << " edges (graph "
               << std::setprecision(3) << graph_time[natoms] << " s)\n" << std::flush;
     for (const auto& m : modes) {
@@ -222,7 +264,7 @@ void run(const Options& o) {
         tc.push_back(process_cpu_seconds() - c0);
         pt.push_back(p);
       }
-      Row row{m.name, natoms, median(tt), median(tc), {}, true, macs, fit_macs};
+      Row row{m.name, natoms, median(tt), median(tc), {}, true, macs, fit_macs, ech};
       auto med = [&](double PhaseTimes::*f) {
         std::vector<double> v;
         for (const auto& p : pt) v.push_back(p.*f);
@@ -270,7 +312,7 @@ void run(const Options& o) {
   md << "Wall times are medians per energy+force evaluation; `cpu s` is the process CPU time of "
         "the same calls (robust against other load on a shared machine). Ratios are of wall "
         "times measured in this run; phase times (wall, fenced) split the evaluation.\n\n"
-        "The compressed modes (fp32, weight-only, int8, mixed: engine v2) fuse the phases: "
+        "The compressed modes (fp32, weight-only, w8a16, int8, mixed: engine v2) fuse the phases: "
         "`embedding` is their descriptor forward (geometry, table, T, D), `fitting` the fitting "
         "net forward and backward (the GEMMs), `embed. backward` the descriptor backward (table "
         "derivative, chain rule, force and virial scatter), `gather` the rest of the call. "
@@ -312,6 +354,27 @@ void run(const Options& o) {
       md << "- | - | - | - | - | - | - | - | - | - | - |\n";
     }
   }
+  // ---- the descriptor's roofline
+  md << "\nDescriptor roofline: float path " << probe.kernel_name() << ", FMA peak "
+     << std::setprecision(1) << fma_peak / 1e9 << " G lane-FMA/s on one thread, clock "
+     << std::setprecision(2) << ghz << " GHz (a dependent-add chain). An edge-channel is one "
+        "active edge times one output of the embedding (its last width); the kernel spends "
+     << kDescriptorFmas << " lane-FMAs on each (forward: Horner 5 and the four terms of T; "
+        "backward: Horner with derivative 9, g_G 4, g_R 4, g_s 1). `% FMA peak` is that work "
+        "over the descriptor time (forward + backward) against the peak; the rest of the time "
+        "is geometry, rounding, reductions, D, dE/dT and the scatter.\n\n"
+     << "| atoms | mode | descriptor s | edge-channels | ns / edge-channel | cycles / edge-channel | % FMA peak |\n"
+     << "|---|---|---|---|---|---|---|\n";
+  for (const Row& r : rows) {
+    if (!r.has_phase || r.edge_channels <= 0) continue;
+    const double t = r.phase.embedding + r.phase.embedding_backward;
+    const double ns = 1e9 * t / r.edge_channels;
+    md << "| " << r.natoms << " | " << r.mode << " | " << std::setprecision(4) << t << " | "
+       << std::setprecision(0) << r.edge_channels << " | " << std::setprecision(3) << ns << " | ";
+    if (ghz > 0) md << std::setprecision(2) << ns * ghz << " | "; else md << "- | ";
+    md << std::setprecision(1) << 100.0 * r.edge_channels * kDescriptorFmas / (fma_peak * t)
+       << "% |\n";
+  }
   md << "\nGraph construction (build_periodic_graph, not included above): ";
   for (const auto& [n, t] : graph_time) md << n << " atoms " << std::setprecision(4) << t << " s; ";
   md << "\n";
@@ -341,9 +404,9 @@ void register_bench(CLI::App& app) {
       ->capture_default_str()->check(CLI::PositiveNumber);
   add_threads_option(c, opt->threads, "OpenMP / LibTorch threads")->capture_default_str()->check(CLI::PositiveNumber);
   c->add_flag("!--no-torch", opt->torch, "skip the LibTorch module");
-  c->add_option("--modes", opt->only, "run only these: fp32, weight-only, int8, mixed, libtorch")
+  c->add_option("--modes", opt->only, "run only these: fp32, weight-only, w8a16, int8, mixed, libtorch")
       ->delimiter(',')
-      ->check(CLI::IsMember({"fp32", "weight-only", "int8", "mixed", "libtorch"}));
+      ->check(CLI::IsMember({"fp32", "weight-only", "w8a16", "int8", "mixed", "libtorch"}));
   c->add_option("--markdown", opt->markdown, "also write the table to this file");
   c->callback([opt] { run(*opt); });
 }

@@ -35,9 +35,9 @@ import numpy as np
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 DT_PS = 0.0005       # timestep, ps
 TEMP = 300.0
-MODES = ["fp32", "int8", "weight-only", "mixed", "fp64"]
+MODES = ["fp32", "int8", "w8a16", "weight-only", "mixed", "fp64"]
 # fp64 is the exact, uncompressed network of the fp32 file: the reference of the drift targets.
-MODE_FILE = {"fp32": "fp32", "int8": "int8", "weight-only": "int8", "mixed": "mixed", "fp64": "fp32"}
+MODE_FILE = {"fp32": "fp32", "int8": "int8", "w8a16": "int8", "weight-only": "int8", "mixed": "mixed", "fp64": "fp32"}
 
 # Lengths of the two protocols. Keys of nvt/nve: system sizes (atoms); 192 = examples/water/
 # water.data, 1536 = water-1536.data; bench sizes are 1536 x (1, 8 via replicate 2 2 2).
@@ -756,7 +756,7 @@ def main():
     write_csv(os.path.join(out, "peers.csv"), ["name", "pair_style", "input", "atoms", "ranks", "steps", "seconds",
                                                 "atom_steps_per_s"], peer_rows)
 
-    colors = {"fp32": "k", "int8": "tab:red", "weight-only": "tab:blue", "mixed": "tab:green", "fp64": "tab:gray"}
+    colors = {"fp32": "k", "int8": "tab:red", "w8a16": "tab:orange", "weight-only": "tab:blue", "mixed": "tab:green", "fp64": "tab:gray"}
     plots = []
 
     def legend(ax, size):

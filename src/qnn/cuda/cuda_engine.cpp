@@ -74,6 +74,9 @@ ModelData device_layout(PackedModel& pm) {
     N.layers.resize(pn.layers.size());
     for (std::size_t l = 0; l < pn.layers.size(); ++l) {
       PackedLayer& d = pn.layers[l];
+      if (d.kind == PackedLayer::W8A16)
+        throw Error("device cuda: mode w8a16 (int16 activations) has no CUDA kernels yet; run "
+                    "it with device cpu, or use mode int8 or fp32 on the GPU");
       LayerData& P = N.layers[l];
       P.in = d.in;
       P.out = d.out;

@@ -23,6 +23,7 @@
 #include "qnn/kernels/block_kernel.hpp"
 #include "qnn/error.hpp"
 #include "qnn/kernels/int_gemm.hpp"
+#include "qnn/kernels/int16_gemm.hpp"
 #include "qnn/engine/packed_model.hpp"
 
 namespace qnn {
@@ -63,7 +64,8 @@ struct CompressedEngine::Impl {
     View1<float> w, wt, b, dt, zscale, wscale;
     View1<std::int8_t> wq;
     igemm::PackedB pk, pkt;
-    bool int8 = false;
+    igemm::PackedB16 pk16, pkt16;
+    bool int8 = false, w8a16 = false;
     bool fake_quant = false;
   };
   std::vector<std::vector<Layer>> layers;            // [species][hidden layer]
@@ -228,7 +230,7 @@ CompressedEngine::CompressedEngine(const Model& model, const CompressedOptions& 
         for (int o = 0; o < d.out; ++o) P.dt(o) = d.dt[std::size_t(o)];
       }
       P.fake_quant = d.kind == PackedLayer::FakeQuant;
-      if (d.kind == PackedLayer::Int8) {
+      if (d.kind == PackedLayer::Int8 || d.kind == PackedLayer::W8A16) {
         P.zscale = make_view<float>("qnn:v2_fit_zscale", outp);
         P.wscale = make_view<float>("qnn:v2_fit_wscale", outp);
         for (int o = 0; o < d.out; ++o) {
@@ -237,9 +239,15 @@ CompressedEngine::CompressedEngine(const Model& model, const CompressedOptions& 
         }
         P.wq = make_view<std::int8_t>("qnn:v2_fit_wq", d.wq.size());
         std::memcpy(P.wq.data(), d.wq.data(), d.wq.size());
-        P.pk = igemm::PackedB(P.wq.data(), d.in, d.out, d.out, igemm::BLayout::kKN);
-        P.pkt = igemm::PackedB(P.wq.data(), d.out, d.in, d.out, igemm::BLayout::kNK);
-        P.int8 = true;
+        if (d.kind == PackedLayer::Int8) {
+          P.pk = igemm::PackedB(P.wq.data(), d.in, d.out, d.out, igemm::BLayout::kKN);
+          P.pkt = igemm::PackedB(P.wq.data(), d.out, d.in, d.out, igemm::BLayout::kNK);
+          P.int8 = true;
+        } else {
+          P.pk16 = igemm::PackedB16(P.wq.data(), d.in, d.out, d.out, igemm::BLayout::kKN);
+          P.pkt16 = igemm::PackedB16(P.wq.data(), d.out, d.in, d.out, igemm::BLayout::kNK);
+          P.w8a16 = true;
+        }
       }
     }
     I.w_out[c] = make_view<float>("qnn:v2_fit_w_out", pad_cols(static_cast<int>(pn.w_out.size())));
@@ -274,6 +282,13 @@ CompressedEngine::CompressedEngine(const Model& model, const CompressedOptions& 
       if (P.int8) {
         K.pk = &P.pk;
         K.pkt = &P.pkt;
+      }
+      if (P.w8a16) {
+        K.pk16 = &P.pk16;
+        K.pkt16 = &P.pkt16;
+        K.qmax_g = d.qmax_g;
+      }
+      if (P.int8 || P.w8a16) {
         K.zscale = P.zscale.data();
         K.wscale = P.wscale.data();
       }
@@ -306,6 +321,13 @@ CompressedEngine::CompressedEngine(const Model& model, const CompressedOptions& 
 CompressedEngine::~CompressedEngine() = default;
 
 const Model& CompressedEngine::model() const { return impl_->model; }
+const std::string& CompressedEngine::kernel_name() const { return impl_->kernel_name; }
+double CompressedEngine::kernel_fma_peak() const {
+  const Impl& I = *impl_;
+  if (I.block == v2::block_avx512) return v2::fma_peak_avx512();
+  if (I.block == v2::block_avx2) return v2::fma_peak_avx2();
+  return v2::fma_peak_generic();
+}
 const EmbeddingTable& CompressedEngine::table() const { return impl_->table; }
 
 std::string CompressedEngine::describe() const {

@@ -30,6 +30,7 @@ inline constexpr double kV2VirialGrid = 0x1p-32;  // eV, each −x_a g_b term
 enum class FitPrecision {
   Float,  // fp32 GEMMs on the weights as the file stores them (fp32 / weight-only files)
   Int8,   // every hidden layer w8a8 (static activation scale, per-channel weight scales)
+  W8A16,  // every hidden layer int8 weights, int16 activations (the int8 file's range, 16 bits)
   Mixed,  // per layer, as the file's plan says (8-bit layers int8, others float)
 };
 
@@ -52,6 +53,10 @@ class CompressedEngine {
   const EmbeddingTable& table() const;
   // e.g. "tabulated embedding (...); fitting O [int8 int8 int8 fp32] ...; kernels avx512"
   std::string describe() const;
+  // The float kernel path in use ("avx512", "avx2", "generic") and its measured peak on one
+  // thread in lane-FMAs per second (qnn bench's descriptor roofline; runs about 20 ms).
+  const std::string& kernel_name() const;
+  double kernel_fma_peak() const;
 
   struct Impl;  // compressed_engine.cpp
 

@@ -15,6 +15,7 @@ const char* to_string(Mode m) {
   switch (m) {
     case Mode::FP32: return "fp32";
     case Mode::WeightOnly: return "weight-only";
+    case Mode::W8A16: return "w8a16";
     case Mode::Int8: return "int8";
     case Mode::Mixed: return "mixed";
     case Mode::FP64: return "fp64";
@@ -25,11 +26,14 @@ const char* to_string(Mode m) {
 Mode parse_mode(const std::string& s) {
   if (s == "fp32" || s.empty()) return Mode::FP32;
   if (s == "weight-only") return Mode::WeightOnly;
+  if (s == "w8a16") return Mode::W8A16;
   if (s == "int8") return Mode::Int8;
   if (s == "mixed") return Mode::Mixed;
   if (s == "fp64") return Mode::FP64;
-  throw Error("unknown execution mode '" + s + "'; valid modes: fp32, weight-only, int8, mixed, fp64");
+  throw Error("unknown execution mode '" + s + "'; valid modes: " + mode_names());
 }
+
+const char* mode_names() { return "fp32, weight-only, w8a16, int8, mixed, fp64"; }
 
 Mode default_mode(const Model& m) { return parse_mode(m.default_mode); }
 
@@ -44,6 +48,7 @@ Device parse_device(const std::string& s) {
 CompressedOptions compressed_options(Mode mode) {
   CompressedOptions o;
   o.fit = mode == Mode::Int8    ? FitPrecision::Int8
+          : mode == Mode::W8A16 ? FitPrecision::W8A16
           : mode == Mode::Mixed ? FitPrecision::Mixed
                                 : FitPrecision::Float;
   return o;
@@ -71,9 +76,10 @@ std::string mode_unsupported_reason(const Model& m, Mode mode) {
         return "mode weight-only needs a file with quantized weights; this file is FP32 (make "
                "one with `qnn quantize`, or run it in mode fp32)";
       return "";
+    case Mode::W8A16:
     case Mode::Int8:
     case Mode::Mixed: {
-      const bool all = mode == Mode::Int8;
+      const bool all = mode != Mode::Mixed;
       if (!any_layer(m, [](const DenseLayer& L) { return L.quant.quantized(); }))
         return std::string("mode ") + to_string(mode) +
                " needs a quantized file; this file is FP32 (make one with `qnn quantize`, or "
@@ -158,7 +164,7 @@ std::unique_ptr<Evaluator> make_evaluator(const Model& m, Mode mode, ExecSpace s
   if (!why.empty()) throw Error(why);
   std::unique_ptr<Evaluator> net;
   if (mode == Mode::FP64) net = std::make_unique<FloatEvaluator<double>>(m, mode, space);
-  else  // engine v2: fp32, weight-only, int8 and mixed, all with the tabulated embedding
+  else  // engine v2: fp32, weight-only, w8a16, int8 and mixed, all with the tabulated embedding
     net = std::make_unique<EngineEvaluator<CompressedEngine>>("compressed engine", mode, m,
                                                               compressed_options(mode), space);
   return with_repulsion(std::move(net));

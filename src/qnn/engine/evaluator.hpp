@@ -14,9 +14,15 @@
 
 namespace qnn {
 
-enum class Mode { FP32, WeightOnly, Int8, Mixed, FP64 };
-const char* to_string(Mode m);  // "fp32", "weight-only", "int8", "mixed", "fp64"
+// fp32: float network. weight-only: the file's integer weights dequantized, float arithmetic.
+// w8a16: every fitting layer with int8 weights and int16 activations, exact int32 sums (a
+// conserving integer mode). int8: w8a8. mixed: per layer, as the file's plan says. fp64: the
+// exact network in double (the reference). docs/quantization.md, "Execution modes".
+enum class Mode { FP32, WeightOnly, W8A16, Int8, Mixed, FP64 };
+const char* to_string(Mode m);  // "fp32", "weight-only", "w8a16", "int8", "mixed", "fp64"
 Mode parse_mode(const std::string& s);  // throws qnn::Error listing the valid names
+// "fp32, weight-only, w8a16, int8, mixed, fp64": for help texts and error messages.
+const char* mode_names();
 // The mode a file was made for (Model::default_mode), or fp32 when it is empty.
 Mode default_mode(const Model& m);
 // Empty when `m` can run in `mode`, else a sentence saying why not and what to do (e.g.

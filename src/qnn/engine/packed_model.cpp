@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "qnn/error.hpp"
+#include "qnn/kernels/int16_gemm.hpp"
 #include "qnn/quant/layer_exec.hpp"
 
 namespace qnn {
@@ -122,10 +123,11 @@ std::string pack_layer(const DenseLayer& d, int prev, const CompressedOptions& o
     P.dt.resize(std::size_t(d.out));
     for (int o = 0; o < d.out; ++o) P.dt[std::size_t(o)] = static_cast<float>(d.dt[std::size_t(o)]);
   }
-  // int8 execution of this layer?
+  // int8 execution of this layer (w8a8, or with int16 activations in mode w8a16)?
   bool int8 = false, integer = false;
+  const bool w8a16 = opt.fit == FitPrecision::W8A16;
   if (opt.fit != FitPrecision::Float) {
-    const LayerExec ex = layer_exec(d, opt.fit == FitPrecision::Int8, name);
+    const LayerExec ex = layer_exec(d, opt.fit != FitPrecision::Mixed, name);
     integer = ex == LayerExec::Integer;
     int8 = integer && d.quant.weight_bits <= 8 && d.quant.act_bits <= 8;
   }
@@ -158,10 +160,15 @@ std::string pack_layer(const DenseLayer& d, int prev, const CompressedOptions& o
         throw Error("model: " + name + ": weights are not 8-bit multiples of their scales");
       P.wq[k] = static_cast<std::int8_t>(v);
     }
-    P.kind = PackedLayer::Int8;
-    label = "int8";
+    P.kind = w8a16 ? PackedLayer::W8A16 : PackedLayer::Int8;
+    label = w8a16 ? "w8a16" : "int8";
   }
-  if (P.kind != PackedLayer::Float) {
+  if (P.kind == PackedLayer::W8A16) {
+    // activations on int16 with a per-row dynamic scale (block kernel), the finest grid whose
+    // int32 sums are exact (igemm::max_abs_a16); no static scale is used
+    P.qmax_a = static_cast<float>(igemm::max_abs_a16(d.in));
+    P.qmax_g = static_cast<float>(igemm::max_abs_a16(d.out));
+  } else if (P.kind != PackedLayer::Float) {
     P.act_scale = d.quant.act_scale;
     P.inv_act_scale = 1.0f / d.quant.act_scale;
     P.qmax_a = static_cast<float>((1 << (d.quant.act_bits - 1)) - 1);

@@ -27,6 +27,7 @@ struct PackedLayer {
     Float = 0,      // fp32 GEMM on the weights as the file stores them (fp32, weight-only)
     FakeQuant = 1,  // integer layer wider than 8 bits, run in float on its activation grid
     Int8 = 2,       // w8a8
+    W8A16 = 3,      // int8 weights, int16 activations (mode w8a16)
   };
   int in = 0, out = 0;
   int residual = 0;  // static_cast<int>(Residual)
@@ -38,10 +39,13 @@ struct PackedLayer {
   std::vector<float> wt;  // (out, in) row-major: Wᵀ, for the backward pass
   std::vector<float> b;   // (out)
   std::vector<float> dt;  // (out) Residual::Timestep only, else empty
-  // Int8 only (else empty): act_scale * weight_scale[o], weight_scale[o], and the weights as
-  // exact multiples of their scales, (in, out) row-major.
+  // Int8 and W8A16 only (else empty): act_scale * weight_scale[o] (Int8), weight_scale[o],
+  // and the weights as exact multiples of their scales, (in, out) row-major. W8A16 scales its
+  // int16 activations per row (dynamic, like the backward's gradients): qmax_a =
+  // igemm::max_abs_a16(in) and qmax_g = igemm::max_abs_a16(out) are the grids' largest values.
   std::vector<float> zscale, wscale;  // (out)
   std::vector<std::int8_t> wq;        // (in, out)
+  float qmax_g = 0.0f;                // W8A16: largest |int16| of the backward's input
 };
 
 struct PackedNet {

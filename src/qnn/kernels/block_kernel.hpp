@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "qnn/kernels/int16_gemm.hpp"
 #include "qnn/kernels/int_gemm.hpp"
 
 namespace qnn::v2 {
@@ -39,6 +40,11 @@ struct FitLayer {
   float inv_act_scale = 0.0f;
   float qmax_a = 0.0f;                  // 2^(act_bits-1) - 1; 0: float input
   bool fake_quant = false;              // float layer whose input is rounded to the act grid
+  // w8a16 execution (int8 weights widened to int16, int16 activations), when pk16 != nullptr;
+  // act_scale, qmax_a, zscale and wscale as for int8, on the int16 grid
+  const igemm::PackedB16* pk16 = nullptr;   // W (in, out)
+  const igemm::PackedB16* pkt16 = nullptr;  // W^T (out, in)
+  float qmax_g = 0.0f;                      // largest |int16| of the backward's input
   const float* zscale = nullptr;  // (out_p) act_scale * weight_scale[o]
   const float* wscale = nullptr;  // (out_p) weight_scale[o]
 };
@@ -121,6 +127,10 @@ void block_avx512(const ModelArgs&, const GraphArgs&, const OutArgs&, const int*
                   void*, BlockResult&);
 bool avx2_compiled();
 bool avx512_compiled();
+// Lane-FMAs per second of each path's vectors on one thread (fma_peak in block_kernel_impl.hpp).
+double fma_peak_generic();
+double fma_peak_avx2();
+double fma_peak_avx512();
 
 // The fp32 GEMM of the fitting layers (block_kernel_impl.hpp, `sgemm`), exposed so that
 // bench/bench_fit_gemm.cpp can measure it against oneDNN, OpenBLAS and libxsmm on the real

@@ -7,6 +7,7 @@
 #include "qnn/kernels/block_kernel_impl.hpp"
 namespace qnn::v2 {
 bool avx512_compiled() { return true; }
+double fma_peak_avx512() { return isa_avx512::fma_peak(); }
 void block_avx512(const ModelArgs& m, const GraphArgs& g, const OutArgs& o, const int* atoms, int n,
                 int c, void* scratch, BlockResult& res) {
   isa_avx512::run_block(m, g, o, atoms, n, c, scratch, res);
@@ -20,6 +21,9 @@ void sgemm_avx512(int M, int Np, int K, const float* A, int lda, const float* B,
 #include <stdexcept>
 namespace qnn::v2 {
 bool avx512_compiled() { return false; }
+double fma_peak_avx512() {
+  throw std::logic_error("qnn: the avx512 block kernel was not compiled in");
+}
 void block_avx512(const ModelArgs&, const GraphArgs&, const OutArgs&, const int*, int, int, void*,
                 BlockResult&) {
   throw std::logic_error("qnn: the avx512 block kernel was not compiled in");

@@ -10,4 +10,5 @@ void block_generic(const ModelArgs& m, const GraphArgs& g, const OutArgs& o, con
   isa_generic::run_block(m, g, o, atoms, n, c, scratch, res);
 }
 std::size_t scratch_bytes(const ModelArgs& m) { return isa_generic::scratch_size(m); }
+double fma_peak_generic() { return isa_generic::fma_peak(); }
 }  // namespace qnn::v2

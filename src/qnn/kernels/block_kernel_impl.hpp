@@ -99,9 +99,81 @@ inline float round_clamp(float v, float qmax) {
   v = v > qmax ? qmax : (v < -qmax ? -qmax : v);
   return static_cast<float>(static_cast<int>(v + (v >= 0.0f ? 0.5f : -0.5f)));
 }
-inline void quantize_row(const float* x, int n, float inv_scale, std::int8_t* q,
-                         float qmax = 127.0f) {
-  for (int i = 0; i < n; ++i) q[i] = static_cast<std::int8_t>(round_clamp(x[i] * inv_scale, qmax));
+// round_clamp lane by lane (the same operations, hence the same integers), as int32.
+inline vi vround_clamp(vf v, float qmax) {
+  const vf hi = vset(qmax), lo = vset(-qmax);
+  v = v > hi ? hi : (v < lo ? lo : v);
+  return __builtin_convertvector(v + (v >= 0.0f ? vset(0.5f) : vset(-0.5f)), vi);  // truncation
+}
+typedef std::int8_t vq8 __attribute__((vector_size(VW)));
+typedef std::int16_t vq16 __attribute__((vector_size(2 * VW)));
+typedef std::int8_t vq8u __attribute__((vector_size(VW), aligned(1)));
+typedef std::int16_t vq16u __attribute__((vector_size(2 * VW), aligned(2)));
+
+// x (np values, np a multiple of VW, zero past the row's true width) onto the int8 / int16 grid
+// of scale 1/inv_scale (round_clamp).
+inline void quantize_row_v(const float* x, int np, float inv_scale, float qmax, std::int8_t* q) {
+  for (int i = 0; i < np; i += VW)
+    *reinterpret_cast<vq8u*>(q + i) =
+        __builtin_convertvector(vround_clamp(vload(x + i) * inv_scale, qmax), vq8);
+}
+inline void quantize_row_v(const float* x, int np, float inv_scale, float qmax, std::int16_t* q) {
+  for (int i = 0; i < np; i += VW)
+    *reinterpret_cast<vq16u*>(q + i) =
+        __builtin_convertvector(vround_clamp(vload(x + i) * inv_scale, qmax), vq16);
+}
+
+// A GEMM row's int32 sums to floats, acc·scale[o] + bias[o] over the padded width np (scale
+// and bias are zero past the true width, so the padding becomes 0).
+inline void dequantize_row(const std::int32_t* acc, int np, const float* scale, const float* bias,
+                           float* out) {
+  for (int o = 0; o < np; o += VW)
+    vstore(out + o, vfma(__builtin_convertvector(viload(acc + o), vf), vload(scale + o), vload(bias + o)));
+}
+
+// The same with a per-row factor: float(acc)·row_scale·scale[o] + bias[o].
+inline void dequantize_row(const std::int32_t* acc, int np, float row_scale, const float* scale,
+                           const float* bias, float* out) {
+  for (int o = 0; o < np; o += VW)
+    vstore(out + o, vfma(__builtin_convertvector(viload(acc + o), vf) * row_scale,
+                         vload(scale + o), vload(bias + o)));
+}
+
+// max |x[i]| over np values (np a multiple of VW); a max is exact in any order.
+inline float row_amax(const float* x, int np) {
+  vf m{};
+  for (int i = 0; i < np; i += VW) {
+    const vf a = (vf)((vi)vload(x + i) & (vi{} + 0x7fffffff));
+    m = a > m ? a : m;
+  }
+  float r = 0.0f;
+  for (int l = 0; l < VW; ++l) r = std::max(r, m[l]);
+  return r;
+}
+
+// Row r of the backward's gZ times the weight scales, onto an int16 / int8 grid with a
+// dynamic scale max|gZ·s_w| / qmax (returned), zero past n up to np.
+template <class Int>
+inline float quantize_gradient_row(float* z, int n, int np, const float* wscale, float qmax,
+                                   Int* q) {
+  vf amax{};
+  const int nv = n / VW * VW;
+  for (int o = 0; o < nv; o += VW) {
+    const vf v = vload(z + o) * vload(wscale + o);
+    vstore(z + o, v);
+    const vf a = (vf)((vi)v & (vi{} + 0x7fffffff));
+    amax = a > amax ? a : amax;
+  }
+  float m = 0.0f;
+  for (int l = 0; l < VW; ++l) m = std::max(m, amax[l]);
+  for (int o = nv; o < n; ++o) {
+    z[o] *= wscale[o];
+    m = std::max(m, std::abs(z[o]));
+  }
+  for (int o = n; o < np; ++o) z[o] = 0.0f;
+  const float sc = m / qmax;
+  quantize_row_v(z, np, sc > 0.0f ? 1.0f / sc : 0.0f, qmax, q);
+  return sc;
 }
 
 struct Scratch {
@@ -112,6 +184,7 @@ struct Scratch {
   float* gB;      // (NB, max_width_p)
   float* gZ;      // (NB, max_out_p)
   std::int8_t* a8;      // (NB, max_width_p)
+  std::int16_t* a16;    // (NB, max_width_p)
   std::int32_t* acc32;  // (NB, max_width_p)
   std::int64_t* t64;    // (4, m1p)
   double* gd;           // (2, m1p) slow path G, dG
@@ -138,6 +211,7 @@ Scratch carve(const ModelArgs& M, void* base, std::size_t* total) {
   const std::size_t ogZ =
       take(std::max<std::size_t>(NB * M.max_out_p, 4 * std::size_t(M.m1p)) * sizeof(float));
   const std::size_t oa8 = take(NB * M.max_width_p);
+  const std::size_t oa16 = take(NB * M.max_width_p * sizeof(std::int16_t));
   const std::size_t oacc = take(NB * M.max_width_p * sizeof(std::int32_t));
   const std::size_t ot64 = take(4 * M.m1p * sizeof(std::int64_t));
   const std::size_t ogd = take(2 * M.m1p * sizeof(double));
@@ -154,6 +228,7 @@ Scratch carve(const ModelArgs& M, void* base, std::size_t* total) {
   s.gB = reinterpret_cast<float*>(p + ogB);
   s.gZ = reinterpret_cast<float*>(p + ogZ);
   s.a8 = reinterpret_cast<std::int8_t*>(p + oa8);
+  s.a16 = reinterpret_cast<std::int16_t*>(p + oa16);
   s.acc32 = reinterpret_cast<std::int32_t*>(p + oacc);
   s.t64 = reinterpret_cast<std::int64_t*>(p + ot64);
   s.gd = reinterpret_cast<double*>(p + ogd);
@@ -226,17 +301,26 @@ void run_block_tables(const ModelArgs& M, const GraphArgs& G, const OutArgs& O, 
     float* t = tbuf + 2 * l * layer_stride;
     float* y = t + layer_stride;
     const int ldo = L.out_p;
-    if (L.pk) {
-      for (int r = 0; r < rows; ++r)
-        quantize_row(x + static_cast<std::size_t>(r) * ldx, L.in, L.inv_act_scale,
-                     S.a8 + static_cast<std::size_t>(r) * L.in_p, L.qmax_a);
-      igemm::gemm_s8s8s32(rows, S.a8, L.in_p, *L.pk, S.acc32, ldo);
+    if (L.pk16) {  // w8a16: int16 activations, per-row dynamic scale, exact int32 sums
       for (int r = 0; r < rows; ++r) {
-        const std::int32_t* acc = S.acc32 + static_cast<std::size_t>(r) * ldo;
-        float* tr = t + static_cast<std::size_t>(r) * ldo;
-        for (int o = 0; o < L.out; ++o) tr[o] = static_cast<float>(acc[o]) * L.zscale[o] + L.b[o];
-        for (int o = L.out; o < ldo; ++o) tr[o] = 0.0f;
+        const float* xr = x + static_cast<std::size_t>(r) * ldx;
+        const float sx = row_amax(xr, L.in_p) / L.qmax_a;
+        S.sg[r] = sx;
+        quantize_row_v(xr, L.in_p, sx > 0.0f ? 1.0f / sx : 0.0f, L.qmax_a,
+                       S.a16 + static_cast<std::size_t>(r) * L.in_p);
       }
+      igemm::gemm_s16s8s32(rows, S.a16, L.in_p, *L.pk16, S.acc32, ldo);
+      for (int r = 0; r < rows; ++r)
+        dequantize_row(S.acc32 + static_cast<std::size_t>(r) * ldo, ldo, static_cast<float>(S.sg[r]),
+                       L.wscale, L.b, t + static_cast<std::size_t>(r) * ldo);
+    } else if (L.pk) {  // w8a8: activations on the static grid, exact int32 sums
+      for (int r = 0; r < rows; ++r)
+        quantize_row_v(x + static_cast<std::size_t>(r) * ldx, L.in_p, L.inv_act_scale, L.qmax_a,
+                       S.a8 + static_cast<std::size_t>(r) * L.in_p);
+      igemm::gemm_s8s8s32(rows, S.a8, L.in_p, *L.pk, S.acc32, ldo);
+      for (int r = 0; r < rows; ++r)
+        dequantize_row(S.acc32 + static_cast<std::size_t>(r) * ldo, ldo, L.zscale, L.b,
+                       t + static_cast<std::size_t>(r) * ldo);
     } else if (L.fake_quant) {
       // a > 8-bit integer layer, run in float: its input on the activation grid, exactly
       // representable; products and sums in float32 (not the old engine's exact int64).
@@ -285,10 +369,19 @@ void run_block_tables(const ModelArgs& M, const GraphArgs& G, const OutArgs& O, 
   }
   // ---- energies: output layer in double, onto the energy grid
   const int wl = net.nlayers > 0 ? net.layers[net.nlayers - 1].out : M.k0;
+  // (four DW-lane partial sums, then their lanes in a fixed order: independent chains)
+  const int wv = wl / (4 * DW) * (4 * DW);
   for (int r = 0; r < n; ++r) {
     const float* xr = x + static_cast<std::size_t>(r) * ldx;
+    vd acc[4] = {vd{}, vd{}, vd{}, vd{}};
+    for (int o = 0; o < wv; o += 4 * DW)
+      for (int u = 0; u < 4; ++u)
+        acc[u] += __builtin_convertvector(vfhload(xr + o + u * DW), vd) *
+                  __builtin_convertvector(vfhload(net.w_out + o + u * DW), vd);
+    const vd a = (acc[0] + acc[1]) + (acc[2] + acc[3]);
     double e = net.b_out;
-    for (int o = 0; o < wl; ++o) e += static_cast<double>(xr[o]) * net.w_out[o];
+    for (int l = 0; l < DW; ++l) e += a[l];
+    for (int o = wv; o < wl; ++o) e += static_cast<double>(xr[o]) * net.w_out[o];
     O.eatom[atoms[r]] = energy_grid(e, res);
   }
   // ---- fitting net backward: dE/dy of the last hidden layer is w_out for every row
@@ -304,11 +397,21 @@ void run_block_tables(const ModelArgs& M, const GraphArgs& G, const OutArgs& O, 
     const float* t = tbuf + 2 * l * layer_stride;
     const int ldo = L.out_p;
     // gZ = gY ⊙ act'(z) (⊙ dt)
+    const int outv = L.out / VW * VW;
     for (int r = 0; r < rows; ++r) {
       const float* gr = gy + static_cast<std::size_t>(r) * ldg;
       const float* tr = t + static_cast<std::size_t>(r) * ldo;
       float* zr = S.gZ + static_cast<std::size_t>(r) * ldo;
-      for (int o = 0; o < L.out; ++o) {
+      for (int o = 0; o < outv; o += VW) {
+        vf v = vload(gr + o);
+        if (L.tanh) {
+          const vf tt = vload(tr + o);
+          v *= 1.0f - tt * tt;
+        }
+        if (L.residual == kResTimestep) v *= vload(L.dt + o);
+        vstore(zr + o, v);
+      }
+      for (int o = outv; o < L.out; ++o) {
         float v = gr[o];
         if (L.tanh) v *= 1.0f - tr[o] * tr[o];
         if (L.residual == kResTimestep) v *= L.dt[o];
@@ -317,25 +420,26 @@ void run_block_tables(const ModelArgs& M, const GraphArgs& G, const OutArgs& O, 
       for (int o = L.out; o < ldo; ++o) zr[o] = 0.0f;
     }
     // gX = gZ · Wᵀ
-    if (L.pkt) {
+    if (L.pkt16 || L.pkt) {  // gZ·s_w per row onto int16 / int8 (dynamic scale), exact sums
       for (int r = 0; r < rows; ++r) {
         float* zr = S.gZ + static_cast<std::size_t>(r) * ldo;
-        float amax = 0.0f;
-        for (int o = 0; o < L.out; ++o) {
-          zr[o] *= L.wscale[o];
-          amax = std::max(amax, std::abs(zr[o]));
-        }
-        const float sc = amax / 127.0f;
-        S.sg[r] = sc;
-        quantize_row(zr, L.out, sc > 0.0f ? 1.0f / sc : 0.0f,
-                     S.a8 + static_cast<std::size_t>(r) * ldo);
+        S.sg[r] = L.pkt16 ? quantize_gradient_row(zr, L.out, ldo, L.wscale, L.qmax_g,
+                                                  S.a16 + static_cast<std::size_t>(r) * ldo)
+                          : quantize_gradient_row(zr, L.out, ldo, L.wscale, 127.0f,
+                                                  S.a8 + static_cast<std::size_t>(r) * ldo);
       }
-      igemm::gemm_s8s8s32(rows, S.a8, ldo, *L.pkt, S.acc32, L.in_p);
+      if (L.pkt16)
+        igemm::gemm_s16s8s32(rows, S.a16, ldo, *L.pkt16, S.acc32, L.in_p);
+      else
+        igemm::gemm_s8s8s32(rows, S.a8, ldo, *L.pkt, S.acc32, L.in_p);
+      const int inv_ = L.in / VW * VW;
       for (int r = 0; r < rows; ++r) {
         const std::int32_t* acc = S.acc32 + static_cast<std::size_t>(r) * L.in_p;
         float* xr = gx + static_cast<std::size_t>(r) * ldg;
         const float sc = static_cast<float>(S.sg[r]);
-        for (int k = 0; k < L.in; ++k) xr[k] = static_cast<float>(acc[k]) * sc;
+        for (int k = 0; k < inv_; k += VW)
+          vstore(xr + k, __builtin_convertvector(viload(acc + k), vf) * sc);
+        for (int k = inv_; k < L.in; ++k) xr[k] = static_cast<float>(acc[k]) * sc;
       }
     } else {
       sgemm(rows, L.in_p, L.out, S.gZ, ldo, L.wt, kColPad, std::size_t(kColPad) * L.out, gx, ldg);
@@ -360,6 +464,22 @@ void run_block_tables(const ModelArgs& M, const GraphArgs& G, const OutArgs& O, 
                      gy + static_cast<std::size_t>(r) * ldg, gT + static_cast<std::size_t>(r) * 4 * P);
   block_scatter(M, O, atoms, n, c, B, first, gT, S.gd, res);
   lap(2);
+}
+
+// Lane-FMAs per second of this path on one thread: a loop of 12 independent vector FMAs (the
+// descriptor roofline of qnn bench). The generic path counts a multiply and an add as one.
+double fma_peak() {
+  vf a[12];
+  for (int k = 0; k < 12; ++k) a[k] = vset(1.0f + 1e-3f * k);
+  const vf b = vset(0.999999f), c = vset(1e-7f);
+  const long n = 2000000;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (long i = 0; i < n; ++i)
+    for (int k = 0; k < 12; ++k) a[k] = vfma(a[k], b, c);  // a recurrence: nothing folds
+  const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  volatile float sink = 0.0f;
+  for (int k = 0; k < 12; ++k) sink = sink + hsum(a[k]);
+  return 12.0 * n * VW / t;
 }
 
 std::size_t scratch_size(const ModelArgs& M) {
