@@ -97,6 +97,10 @@ void RepulsionTerm::add(const NeighborGraph& g, EvalResult& out, const EvalOptio
   double rmin = 1e300;
   for (int i = 0; i < nl; ++i) {
     const int si = g.species[static_cast<std::size_t>(i)];
+    // a centre species with no repulsive partner skips its edges (water's H centres)
+    if (std::all_of(which.begin() + static_cast<std::ptrdiff_t>(si) * S,
+                    which.begin() + static_cast<std::ptrdiff_t>(si + 1) * S, [](int p) { return p < 0; }))
+      continue;
     for (int e = g.offsets[static_cast<std::size_t>(i)]; e < g.offsets[static_cast<std::size_t>(i) + 1]; ++e) {
       const int j = g.neighbors[static_cast<std::size_t>(e)];
       const int p = which[static_cast<std::size_t>(si) * S + g.species[static_cast<std::size_t>(j)]];

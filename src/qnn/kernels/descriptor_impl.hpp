@@ -165,7 +165,44 @@ __attribute__((noinline)) int gather_edges(const ModelArgs& M, const GraphArgs& 
     first[r] = ne;
     const int i = atoms[r];
     const double xi = G.pos[3 * i], yi = G.pos[3 * i + 1], zi = G.pos[3 * i + 2];
-    for (int e = G.offsets[i]; e < G.offsets[i + 1]; ++e) {
+    int e = G.offsets[i];
+#if QNN_VW == 16
+    // 8 listed neighbours at a time: masked gathers of their positions, r² < rc² kept by
+    // in-register compression (a compress to memory is slow on some cores) and full stores
+    // at the end of the kept edges (the buffers have VW of slack)
+    {
+      const __m512d vxi = _mm512_set1_pd(xi), vyi = _mm512_set1_pd(yi), vzi = _mm512_set1_pd(zi);
+      const __m512d vrc2 = _mm512_set1_pd(rc2);
+      __m512d vmin = _mm512_set1_pd(rmin2);
+      for (; e < G.offsets[i + 1]; e += 8) {
+        const int m = std::min(8, G.offsets[i + 1] - e);
+        const __mmask8 lm = static_cast<__mmask8>((1u << m) - 1u);
+        const __m256i jv = _mm256_maskz_loadu_epi32(lm, G.neighbors + e);
+        const __m256i j3 = _mm256_add_epi32(jv, _mm256_add_epi32(jv, jv));
+        const __m512d zero = _mm512_setzero_pd();
+        const __m512d dx = _mm512_sub_pd(_mm512_mask_i32gather_pd(zero, lm, j3, G.pos, 8), vxi);
+        const __m512d dy = _mm512_sub_pd(_mm512_mask_i32gather_pd(zero, lm, j3, G.pos + 1, 8), vyi);
+        const __m512d dz = _mm512_sub_pd(_mm512_mask_i32gather_pd(zero, lm, j3, G.pos + 2, 8), vzi);
+        const __m512d r2 = _mm512_add_pd(_mm512_add_pd(_mm512_mul_pd(dx, dx), _mm512_mul_pd(dy, dy)),
+                                         _mm512_mul_pd(dz, dz));
+        const __mmask8 keep = _mm512_mask_cmp_pd_mask(lm, r2, vrc2, _CMP_LT_OQ);
+        if (!keep) continue;
+        vmin = _mm512_mask_min_pd(vmin, keep, vmin, r2);
+        const __m256i sp = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), keep, jv, G.species, 4);
+        _mm512_storeu_pd(&B.dx[ne], _mm512_maskz_compress_pd(keep, dx));
+        _mm512_storeu_pd(&B.dy[ne], _mm512_maskz_compress_pd(keep, dy));
+        _mm512_storeu_pd(&B.dz[ne], _mm512_maskz_compress_pd(keep, dz));
+        _mm512_storeu_pd(&B.r2[ne], _mm512_maskz_compress_pd(keep, r2));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(&B.j[ne]), _mm256_maskz_compress_epi32(keep, jv));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(&B.sp[ne]), _mm256_maskz_compress_epi32(keep, sp));
+        ne += __builtin_popcount(keep);
+      }
+      alignas(64) double lanes[8];
+      _mm512_store_pd(lanes, vmin);
+      for (double v : lanes) rmin2 = std::min(rmin2, v);
+    }
+#endif
+    for (; e < G.offsets[i + 1]; ++e) {
       const int j = G.neighbors[e];
       const double dx = G.pos[3 * j] - xi, dy = G.pos[3 * j + 1] - yi, dz = G.pos[3 * j + 2] - zi;
       const double r2 = dx * dx + dy * dy + dz * dz;
