@@ -359,10 +359,9 @@ TEST(Compressed, ForcesAreTheGradientOfTheTabulatedEnergy) {
 // and D_i differentiated by central differences of reference_descriptor.
 // `fit` (Int8 or W8A16) of the shipped int8 file against reference_fit (w16 for W8A16); the
 // energy and force tolerances are those of the int8 test, where they were measured.
-void expect_integer_fit_matches_reference(FitPrecision fit) {
+void expect_integer_fit_matches_reference(FitPrecision fit, CompressedOptions opt = {}) {
   const bool w16 = fit == FitPrecision::W8A16;
   const Model m = read_model(potential("water-se2a.int8.qnn"));
-  CompressedOptions opt;
   opt.fit = fit;
   CompressedEngine v2(m, opt);
   const EmbeddingTable& tab = v2.table();
@@ -444,6 +443,98 @@ TEST(Compressed, Int8MatchesTheScalarReferenceOfTheDocumentedArithmetic) {
 // w8a16 (int8 weights, int16 activations and gradients): the same reference on int16 grids.
 TEST(Compressed, W8a16MatchesTheScalarReferenceOfTheDocumentedArithmetic) {
   expect_integer_fit_matches_reference(FitPrecision::W8A16);
+}
+
+// ---------------------------------------------------------------- every kernel path, one process
+// Every float kernel this build and CPU have (generic, avx2, avx512) and every integer GEMM path
+// (scalar, avx2, avxvnni, avx512vnni), chosen through CompressedOptions: fp32 against the exact
+// fp64 network; int8 and w8a16 against the scalar reference of their documented arithmetic;
+// and, since integer sums are exact, each float kernel's int8 and w8a16 results bit for bit
+// the same on every GEMM path.
+std::vector<std::string> float_kernels() {
+  std::vector<std::string> k{"generic"};
+  for (const char* name : {"avx2", "avx512"}) {
+    CompressedOptions o;
+    o.float_kernel = name;
+    try {
+      CompressedEngine probe(test::small_water_model(), o);
+      k.push_back(name);
+    } catch (const Error&) {
+    }
+  }
+  return k;
+}
+
+TEST(CompressedPaths, EveryFloatKernelMatchesTheExactNetwork) {
+  const Model m = read_model(potential("water-se2a.fp32.qnn"));
+  Engine<double> exact(m);
+  const Frame f = water_frame(m, 7);
+  const NeighborGraph g = graph_of(f, m.rcut);
+  EvalResult ref;
+  exact.compute(g, ref);
+  const auto fr = fold_ghost_forces(g, ref.force);
+  for (const std::string& k : float_kernels()) {
+    CompressedOptions o;
+    o.float_kernel = k;
+    CompressedEngine v2(m, o);
+    EXPECT_NE(v2.describe().find("float kernels " + k), std::string::npos) << v2.describe();
+    EvalResult r;
+    v2.compute(g, r);
+    const auto fa = fold_ghost_forces(g, r.force);
+    double fmax = 0.0;
+    for (std::size_t q = 0; q < fa.size(); ++q) fmax = std::max(fmax, std::abs(fa[q] - fr[q]));
+    const double de = std::abs(r.energy - ref.energy) / g.nlocal;
+    std::printf("float kernel %s: fp32 vs exact fp64 max |dF| %.3g eV/A, |dE| %.3g eV/atom\n",
+                k.c_str(), fmax, de);
+    EXPECT_LT(fmax, 1e-4) << k;
+    EXPECT_LT(de, 1e-5) << k;
+  }
+}
+
+TEST(CompressedPaths, EveryIntegerPathIsExactAndMatchesTheReference) {
+  const Model m = read_model(potential("water-se2a.int8.qnn"));
+  const Frame f = water_frame(m, 3);
+  const NeighborGraph g = graph_of(f, m.rcut);
+  int paths = 0;
+  for (const std::string& k : float_kernels()) {
+    for (FitPrecision fit : {FitPrecision::Int8, FitPrecision::W8A16}) {
+      std::vector<double> first;
+      for (igemm::Isa isa : igemm::kAllIsas) {
+        if (!igemm::isa_available(isa)) continue;
+        CompressedOptions o;
+        o.fit = fit;
+        o.float_kernel = k;
+        o.gemm_isa = isa;
+        CompressedEngine v2(m, o);
+        EvalResult r;
+        v2.compute(g, r);
+        std::vector<double> got = r.force;
+        got.push_back(r.energy);
+        if (first.empty()) {
+          first = got;
+          expect_integer_fit_matches_reference(fit, o);  // one GEMM path per float kernel
+        } else {
+          EXPECT_EQ(got, first) << "float kernel " << k << ", GEMM " << igemm::isa_name(isa)
+                                << (fit == FitPrecision::Int8 ? ", int8" : ", w8a16");
+        }
+        ++paths;
+      }
+    }
+  }
+  EXPECT_GE(paths, 4);  // at least generic x {scalar, one vector path} x {int8, w8a16}
+}
+
+TEST(CompressedPaths, UnavailableOrUnknownPathsAreRefused) {
+  const Model m = test::small_water_model();
+  CompressedOptions o;
+  o.float_kernel = "sse9";
+  EXPECT_THROW(CompressedEngine(m, o), Error);
+  for (igemm::Isa isa : igemm::kAllIsas)
+    if (!igemm::isa_available(isa)) {
+      CompressedOptions p;
+      p.gemm_isa = isa;
+      EXPECT_THROW(CompressedEngine(m, p), Error) << igemm::isa_name(isa);
+    }
 }
 
 // Issue 17's reported bug (the old QEngine::describe called weight-only layers "fp32"): the
@@ -634,6 +725,10 @@ TEST(CompressedDeterminism, Int8) {
 TEST(CompressedDeterminism, Mixed) {
   if (isa_unavailable()) GTEST_SKIP() << "CPU lacks " << std::getenv("QNN_ISA");
   expect_permutation_invariant(read_model(potential("water-se2a.mixed.qnn")), Mode::Mixed);
+}
+TEST(CompressedDeterminism, W8a16) {
+  if (isa_unavailable()) GTEST_SKIP() << "CPU lacks " << std::getenv("QNN_ISA");
+  expect_permutation_invariant(read_model(potential("water-se2a.int8.qnn")), Mode::W8A16);
 }
 TEST(CompressedDeterminism, WeightOnly) {
   if (isa_unavailable()) GTEST_SKIP() << "CPU lacks " << std::getenv("QNN_ISA");

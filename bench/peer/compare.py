@@ -30,7 +30,7 @@ SIZES = {  # atoms -> (data file relative to the repository, replicate)
 DEFAULT_STEPS = {192: 100, 1536: 100, 12288: 20}
 WARMUP = 10
 DT_PS = 0.0005
-DEFAULT_QNN = "fp32:water-se2a.fp32.qnn,weight-only:water-se2a.int8.qnn,int8:water-se2a.int8.qnn,mixed:water-se2a.mixed.qnn"
+DEFAULT_QNN = "fp32:water-se2a.fp32.qnn,weight-only:water-se2a.int8.qnn,w8a16:water-se2a.int8.qnn,int8:water-se2a.int8.qnn,mixed:water-se2a.mixed.qnn"
 
 INPUT = """# written by bench/peer/compare.py: {label}, {atoms} atoms
 {plugin}units        metal
@@ -108,7 +108,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--sizes", default="192,1536,12288")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--qnn", default=DEFAULT_QNN, help="MODE:FILE[,MODE:FILE...] (FILE relative to potentials/ or a path)")
+    ap.add_argument("--qnn", default=DEFAULT_QNN, help="MODE:FILE[,MODE:FILE...] (FILE relative to --qnn-dir or a path)")
+    ap.add_argument("--qnn-dir", default=None, help="where a FILE without '/' is (default ROOT/potentials)")
     ap.add_argument("--qnn-lmp", required=True)
     ap.add_argument("--qnn-plugin", required=True)
     ap.add_argument("--mpirun", default="mpirun")
@@ -137,12 +138,13 @@ def main():
             sys.exit(f"compare: unknown size {s} (known: {', '.join(map(str, SIZES))})")
     np2 = {int(s) for s in a.np2_atoms.split(",") if s.strip()}
 
+    qnn_dir = a.qnn_dir or os.path.join(a.root, "potentials")
     qnn = []
     for item in filter(None, a.qnn.split(",")):
         if ":" not in item:
             sys.exit(f"compare: --qnn item '{item}' is not MODE:FILE")
         mode, f = item.split(":", 1)
-        path = f if "/" in f else os.path.join(a.root, "potentials", f)
+        path = f if "/" in f else os.path.join(qnn_dir, f)
         if not os.path.isfile(path):
             sys.exit(f"compare: qnn potential for mode {mode} not found: {path}")
         label = mode if sum(1 for it in a.qnn.split(",") if it.split(":")[0] == mode) == 1 else f"{mode}@{os.path.basename(f)}"

@@ -120,11 +120,12 @@ def main(argv):
     print(f"  slope of the total energy over {nve_ps:g} ps (sampled every 2 steps), E RMS its fluctuation.")
     print(f"  Speed: the NVE run's own LAMMPS 'Performance' line, {ranks} MPI rank{'s' if ranks != 1 else ''}, 192 atoms (more")
     print(f"  atoms per rank run faster per atom: bench/RESULTS.md has 1,536 and 12,288 atoms).")
-    print("  Normal: weight-only deviates from FP32 by about 3.7 meV/A in force and int8 by about 14 meV/A")
-    print("  (held-out DFT frames, potentials/README.md), both small next to FP32's own 58.8 meV/A error")
-    print("  against DFT. fp32 and weight-only conserve energy: E RMS about 0.02 meV/atom, and a slope over")
-    print("  a run this short that is noise (a few 0.01 meV/atom/ps; 10-ps runs give |drift| < 0.001); int8")
-    print("  does not (E RMS about 2 meV/atom, drift about +1.75 meV/atom/ps over 10 ps; bench/RESULTS.md).")
+    print("  Normal: weight-only and w8a16 deviate from FP32 by about 3.8 meV/A in force (their shared int8")
+    print("  weights) and int8 by about 14 meV/A (held-out DFT frames, potentials/README.md), all small next")
+    print("  to FP32's own 58.8 meV/A error against DFT. fp32, weight-only and w8a16 conserve energy: E RMS")
+    print("  about 0.02-0.03 meV/atom, and a slope over a run this short that is noise (a few 0.01")
+    print("  meV/atom/ps; 10-ps runs give |drift| < 0.002); int8 does not (E RMS about 2 meV/atom, drift")
+    print("  about +1.9 meV/atom/ps over 10 ps; bench/RESULTS.md).")
 
     try:
         import matplotlib
@@ -134,7 +135,7 @@ def main(argv):
         fail("matplotlib is not installed (apt-get install python3-matplotlib; scripts/bootstrap.sh does it)")
     # Top: every run; bottom: the conserving modes alone (int8's fluctuations hide them above).
     # Each curve is its run's total energy per atom minus that run's mean.
-    conserving = [r for r in runs if r["mode"] != "int8"]
+    conserving = [r for r in runs if r["mode"] != "int8"]  # fp32, weight-only, w8a16
     fig, axes = plt.subplots(2 if conserving and len(conserving) < len(runs) else 1, 1, sharex=True,
                              figsize=(8, 6.5), squeeze=False)
     colours = {}

@@ -5,7 +5,9 @@
 # (in.demo: NVT at 300 K, then NVE) once per potential:
 #   fp32         potentials/water-se2a.fp32.qnn, the FP32 model (the reference)
 #   weight-only  potentials/water-se2a.int8.qnn in mode weight-only: 8-bit weights, float
-#                arithmetic, exact gradient -- the conserving quantized mode
+#                arithmetic, exact gradient
+#   w8a16        the same file in mode w8a16: int8 weights, int16 activations, integer GEMMs
+#                -- the conserving integer mode
 #   int8         the same file in mode int8: int8 GEMMs (fastest, does not conserve energy)
 # and prints one table: each quantized mode's force deviation from FP32 (compute
 # qnn/deviation along its NVT run), every run's NVE drift (fix qnn/drift) and speed
@@ -15,7 +17,7 @@
 # build-demo/) and ~/.cache/qnn/env.sh sourced (lmp on PATH). Environment (defaults):
 #   QNN_BUILD_DIR (build-demo/)  QNN_DEMO_OUT ($QNN_BUILD_DIR/demo)  QNN_DEMO_NP (2)
 #   QNN_DEMO_NVT_STEPS (1000)  QNN_DEMO_NVE_STEPS (2000, even)
-#   QNN_DEMO_MODES ("weight-only int8")  QNN_DEMO_FP32, QNN_DEMO_QUANT (the two files)
+#   QNN_DEMO_MODES ("weight-only w8a16 int8")  QNN_DEMO_FP32, QNN_DEMO_QUANT (the two files)
 #   QNN_PYTHON (/usr/bin/python3, with matplotlib)
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -26,7 +28,7 @@ QUANT=${QNN_DEMO_QUANT:-$ROOT/potentials/water-se2a.int8.qnn}
 NP=${QNN_DEMO_NP:-2}
 NVT=${QNN_DEMO_NVT_STEPS:-1000}
 NVE=${QNN_DEMO_NVE_STEPS:-2000}
-MODES=${QNN_DEMO_MODES:-weight-only int8}
+MODES=${QNN_DEMO_MODES:-weight-only w8a16 int8}
 OUT=${QNN_DEMO_OUT:-$BUILD/demo}
 PY=${QNN_PYTHON:-/usr/bin/python3}
 

@@ -303,19 +303,31 @@ CompressedEngine::CompressedEngine(const Model& model, const CompressedOptions& 
   I.scratch = v2::scratch_bytes(A);
   I.table = std::move(pm.table);
 
-  // ---- kernel path, from the same switch as the integer GEMMs ($QNN_ISA)
-  const igemm::Isa isa = igemm::active_isa();
-  if (isa == igemm::Isa::kAvx512Vnni && v2::avx512_compiled()) {
+  // ---- kernel paths: the options, else the same switch as the integer GEMMs ($QNN_ISA)
+  const igemm::Isa isa = opt.gemm_isa ? *opt.gemm_isa : igemm::active_isa();
+  if (!igemm::isa_available(isa))
+    throw Error(std::string("engine: the integer GEMM path ") + igemm::isa_name(isa) +
+                " is not available on this CPU or build");
+  A.gemm_isa = isa;
+  const bool has_avx2 = v2::avx2_compiled() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const bool has_avx512 = v2::avx512_compiled() && igemm::isa_available(igemm::Isa::kAvx512Vnni);
+  std::string kernel = opt.float_kernel;
+  if (kernel.empty())
+    kernel = isa == igemm::Isa::kAvx512Vnni && has_avx512 ? "avx512"
+             : isa != igemm::Isa::kScalar && has_avx2     ? "avx2"
+                                                          : "generic";
+  if (kernel == "avx512" && has_avx512) {
     I.block = v2::block_avx512;
-    I.kernel_name = "avx512";
-  } else if (isa != igemm::Isa::kScalar && v2::avx2_compiled() && __builtin_cpu_supports("avx2") &&
-             __builtin_cpu_supports("fma")) {
+  } else if (kernel == "avx2" && has_avx2) {
     I.block = v2::block_avx2;
-    I.kernel_name = "avx2";
-  } else {
+  } else if (kernel == "generic") {
     I.block = v2::block_generic;
-    I.kernel_name = "generic";
+  } else {
+    throw Error("engine: float kernel path '" + kernel + "' is " +
+                (kernel == "avx512" || kernel == "avx2" ? "not available on this CPU or build"
+                                                        : "unknown (avx512, avx2, generic)"));
   }
+  I.kernel_name = kernel;
 }
 
 CompressedEngine::~CompressedEngine() = default;
@@ -336,8 +348,8 @@ std::string CompressedEngine::describe() const {
   os << I.table.describe() << "; fitting";
   for (int c = 0; c < I.model.nspecies(); ++c)
     os << " " << I.model.species[c] << " [" << I.layer_labels[c] << "]";
-  os << "; float kernels " << I.kernel_name << ", int8 GEMM "
-     << igemm::isa_name(igemm::active_isa()) << "; fixed-point sums";
+  os << "; float kernels " << I.kernel_name << ", integer GEMMs "
+     << igemm::isa_name(I.margs.gemm_isa) << "; fixed-point sums";
   return os.str();
 }
 

@@ -11,11 +11,13 @@
 // thread count, the order of atoms and edges, and (in LAMMPS) the MPI decomposition.
 #pragma once
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "qnn/engine/exact_engine.hpp"
 #include "qnn/engine/embedding_table.hpp"
+#include "qnn/kernels/int_gemm.hpp"  // igemm::Isa
 #include "qnn/graph/graph.hpp"
 #include "qnn/format/model.hpp"
 
@@ -37,6 +39,12 @@ enum class FitPrecision {
 struct CompressedOptions {
   FitPrecision fit = FitPrecision::Float;
   TableSpec table;
+  // Kernel paths (tests run every compiled path in one process; benchmarks compare them).
+  // float_kernel: the block kernel, "avx512", "avx2" or "generic"; empty: from $QNN_ISA and
+  // the CPU (the default). gemm_isa: the integer GEMMs' path (int_gemm.hpp, int16_gemm.hpp);
+  // empty: igemm::active_isa(). A path this build or CPU lacks is refused with qnn::Error.
+  std::string float_kernel;
+  std::optional<igemm::Isa> gemm_isa;
 };
 
 class CompressedEngine {

@@ -62,6 +62,7 @@ struct TableZone {
 };
 
 struct ModelArgs {
+  igemm::Isa gemm_isa = igemm::Isa::kScalar;  // the integer GEMMs' path
   int S = 0, m1 = 0, m1p = 0, m2 = 0;
   int k0 = 0, k0_p = 0;  // descriptor width M1*M2 and its padded stride
   double rc = 0, rs = 0, inv_nc = 0;

@@ -251,6 +251,7 @@ void run_block_tables(const ModelArgs& M, const GraphArgs& G, const OutArgs& O, 
 // the tables of centre species c are those the block reads.
 void run_block(const ModelArgs& M, const GraphArgs& G, const OutArgs& O, const int* atoms, int n,
                int c, void* scratch, BlockResult& res) {
+  const RoundNearest rounding;  // vround's conversions: nearest-even, whatever the caller set
   if (M.coef_centre_stride == 0) {
     run_block_tables(M, G, O, atoms, n, c, scratch, res);
     return;
@@ -309,7 +310,7 @@ void run_block_tables(const ModelArgs& M, const GraphArgs& G, const OutArgs& O, 
         quantize_row_v(xr, L.in_p, sx > 0.0f ? 1.0f / sx : 0.0f, L.qmax_a,
                        S.a16 + static_cast<std::size_t>(r) * L.in_p);
       }
-      igemm::gemm_s16s8s32(rows, S.a16, L.in_p, *L.pk16, S.acc32, ldo);
+      igemm::gemm_s16s8s32(rows, S.a16, L.in_p, *L.pk16, S.acc32, ldo, M.gemm_isa);
       for (int r = 0; r < rows; ++r)
         dequantize_row(S.acc32 + static_cast<std::size_t>(r) * ldo, ldo, static_cast<float>(S.sg[r]),
                        L.wscale, L.b, t + static_cast<std::size_t>(r) * ldo);
@@ -317,7 +318,7 @@ void run_block_tables(const ModelArgs& M, const GraphArgs& G, const OutArgs& O, 
       for (int r = 0; r < rows; ++r)
         quantize_row_v(x + static_cast<std::size_t>(r) * ldx, L.in_p, L.inv_act_scale, L.qmax_a,
                        S.a8 + static_cast<std::size_t>(r) * L.in_p);
-      igemm::gemm_s8s8s32(rows, S.a8, L.in_p, *L.pk, S.acc32, ldo);
+      igemm::gemm_s8s8s32(rows, S.a8, L.in_p, *L.pk, S.acc32, ldo, M.gemm_isa);
       for (int r = 0; r < rows; ++r)
         dequantize_row(S.acc32 + static_cast<std::size_t>(r) * ldo, ldo, L.zscale, L.b,
                        t + static_cast<std::size_t>(r) * ldo);
@@ -429,9 +430,9 @@ void run_block_tables(const ModelArgs& M, const GraphArgs& G, const OutArgs& O, 
                                                   S.a8 + static_cast<std::size_t>(r) * ldo);
       }
       if (L.pkt16)
-        igemm::gemm_s16s8s32(rows, S.a16, ldo, *L.pkt16, S.acc32, L.in_p);
+        igemm::gemm_s16s8s32(rows, S.a16, ldo, *L.pkt16, S.acc32, L.in_p, M.gemm_isa);
       else
-        igemm::gemm_s8s8s32(rows, S.a8, ldo, *L.pkt, S.acc32, L.in_p);
+        igemm::gemm_s8s8s32(rows, S.a8, ldo, *L.pkt, S.acc32, L.in_p, M.gemm_isa);
       const int inv_ = L.in / VW * VW;
       for (int r = 0; r < rows; ++r) {
         const std::int32_t* acc = S.acc32 + static_cast<std::size_t>(r) * L.in_p;
