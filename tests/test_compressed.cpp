@@ -524,6 +524,35 @@ TEST(CompressedPaths, EveryIntegerPathIsExactAndMatchesTheReference) {
   EXPECT_GE(paths, 4);  // at least generic x {scalar, one vector path} x {int8, w8a16}
 }
 
+// EvalOptions::topology: a repeated stamp reuses the grouping and skips validation, with the
+// same bits as a fresh engine; a new stamp on a changed graph (other species) regroups.
+TEST(Compressed, TopologyStampReusesTheGroupingWithTheSameResults) {
+  const Model m = read_model(potential("water-se2a.fp32.qnn"));
+  const Frame f = water_frame(m, 5);
+  NeighborGraph g = graph_of(f, m.rcut);
+  CompressedEngine stamped(m);
+  EvalOptions opt;
+  opt.topology = 7;
+  EvalResult a, b, fresh;
+  stamped.compute(g, a, opt);
+  for (std::size_t q = 0; q < g.positions.size(); ++q) g.positions[q] += 1e-3 * (q % 7);  // not rigidly
+  stamped.compute(g, b, opt);
+  CompressedEngine(m).compute(g, fresh);
+  EXPECT_EQ(b.force, fresh.force);
+  EXPECT_EQ(b.energy, fresh.energy);
+  EXPECT_NE(a.energy, b.energy);  // the second call did see the moved positions
+  // species swapped on two centres: a new stamp regroups, matching a fresh engine
+  int other = 1;
+  while (g.species[other] == g.species[0]) ++other;
+  std::swap(g.species[0], g.species[other]);
+  opt.topology = 8;
+  EvalResult c, fresh2;
+  stamped.compute(g, c, opt);
+  CompressedEngine(m).compute(g, fresh2);
+  EXPECT_EQ(c.force, fresh2.force);
+  EXPECT_EQ(c.energy, fresh2.energy);
+}
+
 TEST(CompressedPaths, UnavailableOrUnknownPathsAreRefused) {
   const Model m = test::small_water_model();
   CompressedOptions o;

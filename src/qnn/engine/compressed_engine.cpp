@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <cstdlib>
 #include <sstream>
 
 #include <Kokkos_Core.hpp>
@@ -82,6 +83,8 @@ struct CompressedEngine::Impl {
   std::string kernel_name;
   std::vector<std::string> layer_labels;  // per species
   // per-call buffers (grow only)
+  std::uint64_t topology = 0;                      // EvalOptions::topology of the grouping
+  int topology_nlocal = -1, topology_ntotal = -1;
   View1<int> order;                                // centres grouped by species
   View1<int> block_start, block_count, block_species;
   int nblocks = 0;
@@ -356,29 +359,39 @@ std::string CompressedEngine::describe() const {
 void CompressedEngine::compute(const NeighborGraph& g, EvalResult& out, const EvalOptions& opt) {
   Impl& I = *impl_;
   const auto t0 = std::chrono::steady_clock::now();
-  g.validate(I.model.nspecies());
+  const bool same_topology = opt.topology != 0 && opt.topology == I.topology &&
+                             g.nlocal == I.topology_nlocal && g.ntotal == I.topology_ntotal;
+  if (!same_topology) g.validate(I.model.nspecies());
   const int nlocal = g.nlocal, ntotal = g.ntotal;
   const int S = I.model.nspecies();
   // centres grouped by species, in graph order within a species; blocks of kBlockAtoms
-  // (a serial scan on the host: it is a small part of the call)
-  ensure_size(I.order, "qnn:v2_order", std::size_t(nlocal));
-  const std::size_t max_blocks = std::size_t(nlocal) / v2::kBlockAtoms + S;
-  ensure_size(I.block_start, "qnn:v2_block_start", max_blocks);
-  ensure_size(I.block_count, "qnn:v2_block_count", max_blocks);
-  ensure_size(I.block_species, "qnn:v2_block_species", max_blocks);
-  int pos = 0, nb = 0;
-  for (int c = 0; c < S; ++c) {
-    const int start = pos;
-    for (int i = 0; i < nlocal; ++i)
-      if (g.species[i] == c) I.order(pos++) = i;
-    for (int b = start; b < pos; b += v2::kBlockAtoms) {
-      I.block_start(nb) = b;
-      I.block_count(nb) = std::min(v2::kBlockAtoms, pos - b);
-      I.block_species(nb) = c;
-      ++nb;
+  // (a serial scan on the host: it is a small part of the call); kept while the caller's
+  // topology stamp is unchanged (EvalOptions::topology)
+  int nb = I.nblocks;
+  if (!same_topology) {
+    ensure_size(I.order, "qnn:v2_order", std::size_t(nlocal));
+    const std::size_t max_blocks = std::size_t(nlocal) / v2::kBlockAtoms + S;
+    ensure_size(I.block_start, "qnn:v2_block_start", max_blocks);
+    ensure_size(I.block_count, "qnn:v2_block_count", max_blocks);
+    ensure_size(I.block_species, "qnn:v2_block_species", max_blocks);
+    int pos = 0;
+    nb = 0;
+    for (int c = 0; c < S; ++c) {
+      const int start = pos;
+      for (int i = 0; i < nlocal; ++i)
+        if (g.species[i] == c) I.order(pos++) = i;
+      for (int b = start; b < pos; b += v2::kBlockAtoms) {
+        I.block_start(nb) = b;
+        I.block_count(nb) = std::min(v2::kBlockAtoms, pos - b);
+        I.block_species(nb) = c;
+        ++nb;
+      }
     }
+    I.nblocks = nb;
+    I.topology = opt.topology;
+    I.topology_nlocal = nlocal;
+    I.topology_ntotal = ntotal;
   }
-  I.nblocks = nb;
   ensure_size(I.results, "qnn:v2_block_results", std::size_t(nb));
   for (int b = 0; b < nb; ++b) I.results(b) = v2::BlockResult{};
   ensure_zeroed(I.fq, "qnn:v2_force_fixed", 3 * std::size_t(ntotal));

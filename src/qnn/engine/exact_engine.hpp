@@ -3,6 +3,7 @@
 // This header does not include Kokkos: the implementation hides behind a pointer.
 #pragma once
 #include <array>
+#include <cstdint>
 #include <memory>
 #include <vector>
 
@@ -33,6 +34,11 @@ struct EvalOptions {
   // scratch. Results do not depend on it.
   int chunk_edges = 0;
   PhaseTimes* times = nullptr;  // when set, phase times are added to it
+  // The caller's stamp of the graph's topology (offsets, neighbours, species; not positions):
+  // nonzero and equal to the previous call's, the engine reuses what depends on it alone
+  // (validation, the grouping of centres into blocks). 0: unknown, nothing is reused.
+  // The LAMMPS plugin bumps it whenever it rebuilds the graph.
+  std::uint64_t topology = 0;
 };
 
 struct EvalResult {
