@@ -217,6 +217,7 @@ else
   echo "[compare] training the DeePMD-kit model ($TRAIN_STEPS steps), freezing and compressing it in $MODELS" >&2
   rm -rf "$MODELS.tmp" && mkdir -p "$MODELS.tmp"
   printf '%s\n' "$INPUT" > "$MODELS.tmp/input.json"
+  echo "# $(date '+%Y-%m-%d %H:%M'), load average $(cut -d' ' -f1-3 /proc/loadavg): DeePMD-kit model" > "$MODELS.tmp/times.txt"
   (
     cd "$MODELS.tmp"
     step "dp --tf train ($TRAIN_STEPS steps)" train.log "$DP" --tf train input.json || exit 1
@@ -233,7 +234,7 @@ if [ "$MODEL" = standard ]; then
   [ -f "$DATA/data_2/type.raw" ] && VAL=(--val-data "$DATA/data_2")
   QNN_RECIPE="dp convert-backend frozen.pb model.dp
 qnn import model.dp -o fp32.qnn
-bench/peer/import_check.sh frozen.pb (pair_style deepmd against pair_style qnn modes fp64, fp32 on examples/water/water.data)
+bench/peer/import_check.sh frozen.pb (pair_style deepmd against pair_style qnn modes fp64, fp32 on examples/water/water.data; its own import must equal fp32.qnn byte for byte)
 qnn quantize fp32.qnn --data $DATA/data_0 $DATA/data_1 --frames 32 --bits 8 ${VAL[*]} --threads 1 -o int8.qnn"
   if [ -f "$MODELS/fp32.qnn" ] && [ -f "$MODELS/int8.qnn" ] && [ -f "$MODELS/qnn-recipe.txt" ] \
      && [ "$(sed -n '1,/^# made by/{/^# made by/!p}' "$MODELS/qnn-recipe.txt")" = "$QNN_RECIPE" ]; then
@@ -243,12 +244,15 @@ qnn quantize fp32.qnn --data $DATA/data_0 $DATA/data_1 --frames 32 --bits 8 ${VA
     rm -f "$MODELS/qnn-recipe.txt"
     rm -rf "$MODELS/import-check"
     rm -rf "$MODELS/qnn.tmp" && mkdir -p "$MODELS/qnn.tmp"
+    echo "# $(date '+%Y-%m-%d %H:%M'), load average $(cut -d' ' -f1-3 /proc/loadavg): qnn files" > "$MODELS/qnn.tmp/times.txt"
     (
       cd "$MODELS/qnn.tmp"
       step "dp convert-backend" convert.log "$DP" convert-backend ../frozen.pb model.dp || exit 1
       step "qnn import" import.log "$BUILD/qnn" import model.dp -o fp32.qnn || exit 1
       step "import_check.sh" import_check.log env OUT="$PWD/import-check" QNN_BUILD_DIR="$BUILD" QNN_CACHE="$QNN_CACHE" \
         bash "$HERE/import_check.sh" ../frozen.pb || exit 1
+      cmp -s import-check/model.qnn fp32.qnn \
+        || { echo "[compare] import_check.sh's import of frozen.pb differs from fp32.qnn" >&2; exit 1; }
       step "qnn quantize" quantize.log "$BUILD/qnn" quantize fp32.qnn --data "$DATA/data_0" "$DATA/data_1" \
         --frames 32 --bits 8 "${VAL[@]}" --threads 1 -o int8.qnn || exit 1
     ) || die "the qnn import/check/quantize of $MODELS/frozen.pb failed (logs in $MODELS/qnn.tmp)"
