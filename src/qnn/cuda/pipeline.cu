@@ -42,6 +42,14 @@
 // UNVERIFIED: this file was compiled for sm_80 and sm_90 but, when it was written, never run on
 // a device. The equality above is an argument from the code, not a measurement, until
 // tests/test_cuda.cpp (label gpu) passes on a GPU.
+//
+// OUT OF DATE since the CPU kernel's rewrite (issue 25, kernels/descriptor_impl.hpp): the CPU
+// now rounds the T terms half-even (not toward zero) within 2^27 bounded by the coefficient
+// sums, forms G and dG/dt in one Horner pass with its derivative, orders eq. B step 5 as
+// (g_s + g_R0)·ca + cb·u with precomputed factors, sums the backward's lanes per channel
+// chunk and the output layer in partial sums. This file still does what is described above,
+// so the bitwise tests against the generic path (CudaEngine.*IsBitwiseTheCpuGenericPath) are
+// expected to fail on a device until the per-edge code is shared (issue 25, item 5) or ported.
 // ---------------------------------------------------------------------------------------------
 #include <algorithm>
 #include <chrono>
