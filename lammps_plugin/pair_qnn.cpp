@@ -16,22 +16,30 @@
 #include "modify.h"
 #include "qnn_common.h"
 
+#include "qnn/committee/model_devi.hpp"
 #include "qnn/error.hpp"
 #ifdef QNN_HAVE_CUDA
 #include "qnn/cuda/cuda_engine.hpp"
 #endif
 
+#include <algorithm>
+#include <array>
+#include <cerrno>
 #include <climits>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <numeric>
+#include <unistd.h>
 
 using namespace LAMMPS_NS;
 
 /* ---------------------------------------------------------------------- */
 
-PairQNN::PairQNN(LAMMPS *lmp) : Pair(lmp), impl(nullptr), cutoff(0.0), nthreads(-1)
+PairQNN::PairQNN(LAMMPS *lmp) :
+    Pair(lmp), impl(nullptr), cutoff(0.0), nthreads(-1), out_freq(100), out_atomic(0), out_fp(nullptr),
+    reverse_devi(0)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -46,6 +54,7 @@ PairQNN::PairQNN(LAMMPS *lmp) : Pair(lmp), impl(nullptr), cutoff(0.0), nthreads(
 
 PairQNN::~PairQNN()
 {
+  close_out_file();
   delete impl;
   if (allocated) {
     memory->destroy(setflag);
@@ -65,11 +74,22 @@ void PairQNN::allocate()
 }
 
 /* ----------------------------------------------------------------------
-   pair_style qnn <model.qnn> [mode fp32|weight-only|int8|mixed|fp64] [device cpu|cuda]
-                  [threads N]
+   pair_style qnn <m1.qnn> [m2.qnn ...] [mode M] [device cpu|cuda] [threads N]
+                  [out_freq N] [out_file F] [atomic] [relative X] [relative_v Y]
 ------------------------------------------------------------------------- */
 
 namespace {
+
+const char *const kUsage =
+    "'pair_style qnn <m1.qnn> [m2.qnn ...] [mode M] [device cpu|cuda] [threads N] [out_freq N] "
+    "[out_file F] [atomic] [relative X] [relative_v Y]'";
+
+bool is_keyword(const char *a)
+{
+  for (const char *k : {"mode", "device", "threads", "out_freq", "out_file", "atomic", "relative", "relative_v"})
+    if (strcmp(a, k) == 0) return true;
+  return false;
+}
 
 // `device cuda`: the CUDA device of this rank (round-robin over the devices it sees:
 // comm->me % device_count()), or error->all on every rank when any rank has none it can use,
@@ -97,40 +117,125 @@ int pick_cuda_device(LAMMPS *lmp)
 #endif
 }
 
+// Empty when rank 0 may create and write `path` (checked before anything is written), else why not.
+std::string out_file_problem(LAMMPS *lmp, const std::string &path)
+{
+  std::string why;
+  if (lmp->comm->me == 0) {
+    try {
+      qnn::check_output_path(path, "out_file " + path);
+      if (access(path.c_str(), F_OK) == 0 && access(path.c_str(), W_OK) != 0)
+        why = "out_file " + path + ": the file exists and is not writable";
+    } catch (const std::exception &e) {
+      why = e.what();
+    }
+  }
+  int len = static_cast<int>(why.size());
+  MPI_Bcast(&len, 1, MPI_INT, 0, lmp->world);
+  why.resize(static_cast<std::size_t>(len));
+  if (len > 0) MPI_Bcast(why.data(), len, MPI_CHAR, 0, lmp->world);
+  return why;
+}
+
+// The first of paths[1..] that does not exist on rank 0 ("" if none), on every rank: such a
+// word is more likely a mistyped keyword than a model file.
+std::string first_missing_member(LAMMPS *lmp, const std::vector<std::string> &paths)
+{
+  std::string missing;
+  if (lmp->comm->me == 0)
+    for (std::size_t k = 1; k < paths.size() && missing.empty(); k++)
+      if (access(paths[k].c_str(), F_OK) != 0) missing = paths[k];
+  int len = static_cast<int>(missing.size());
+  MPI_Bcast(&len, 1, MPI_INT, 0, lmp->world);
+  missing.resize(static_cast<std::size_t>(len));
+  if (len > 0) MPI_Bcast(missing.data(), len, MPI_CHAR, 0, lmp->world);
+  return missing;
+}
+
 }    // namespace
 
 void PairQNN::settings(int narg, char **arg)
 {
-  if (narg < 1)
-    error->all(FLERR, "Illegal pair_style qnn command: expected 'pair_style qnn <model.qnn> "
-                      "[mode fp32|weight-only|int8|mixed|fp64] [device cpu|cuda] [threads N]'");
-  model_path = arg[0];
+  if (narg < 1 || is_keyword(arg[0]))
+    error->all(FLERR, "Illegal pair_style qnn command: expected {}", kUsage);
+  std::vector<std::string> paths;
+  int iarg = 0;
+  while (iarg < narg && !is_keyword(arg[iarg])) paths.emplace_back(arg[iarg++]);
+
   std::string mode_arg;
   qnn::Device device = qnn::Device::Cpu;
-  int iarg = 1;
+  int freq = 100;
+  std::string file = "model_devi.out";
+  int atomic = 0;
+  std::optional<double> relative, relative_v;
+  std::vector<std::string> devi_keywords;   // those given, for the one-model error
+  auto value = [&](const char *key, const char *hint) -> const char * {
+    if (iarg + 1 >= narg || is_keyword(arg[iarg + 1]))
+      error->all(FLERR, "pair_style qnn: '{}' needs a value ({}); expected {}", key, hint, kUsage);
+    return arg[iarg + 1];
+  };
+  auto level = [&](const char *key) {
+    const double x = utils::numeric(FLERR, value(key, "a positive number"), false, lmp);
+    if (!(x > 0.0) || !std::isfinite(x))
+      error->all(FLERR, "pair_style qnn: '{}' must be a positive level (eV/A for forces, eV for the virial), got {}",
+                 key, arg[iarg + 1]);
+    return x;
+  };
   while (iarg < narg) {
-    if (strcmp(arg[iarg], "threads") == 0) {
-      if (iarg + 1 >= narg) error->all(FLERR, "pair_style qnn: 'threads' needs a value");
-      nthreads = utils::inumeric(FLERR, arg[iarg + 1], false, lmp);
+    const std::string key = arg[iarg];
+    if (key == "threads") {
+      nthreads = utils::inumeric(FLERR, value("threads", "a number of threads"), false, lmp);
       if (nthreads < 1) error->all(FLERR, "pair_style qnn: 'threads' must be >= 1");
       iarg += 2;
-    } else if (strcmp(arg[iarg], "mode") == 0) {
-      if (iarg + 1 >= narg)
-        error->all(FLERR, "pair_style qnn: 'mode' needs a value (fp32, weight-only, int8, mixed or fp64)");
-      mode_arg = arg[iarg + 1];
+    } else if (key == "mode") {
+      mode_arg = value("mode", "an execution mode, e.g. fp32 or int8");
       iarg += 2;
-    } else if (strcmp(arg[iarg], "device") == 0) {
-      if (iarg + 1 >= narg) error->all(FLERR, "pair_style qnn: 'device' needs a value (cpu or cuda)");
+    } else if (key == "device") {
+      const char *d = value("device", "cpu or cuda");
       try {
-        device = qnn::parse_device(arg[iarg + 1]);
+        device = qnn::parse_device(d);
       } catch (const std::exception &e) {
         error->all(FLERR, "pair_style qnn: {}", e.what());
       }
       iarg += 2;
+    } else if (key == "out_freq") {
+      freq = utils::inumeric(FLERR, value("out_freq", "a number of steps"), false, lmp);
+      if (freq < 1)
+        error->all(FLERR, "pair_style qnn: 'out_freq' must be >= 1 (write the model deviation every N steps), "
+                          "got {}", freq);
+      devi_keywords.push_back(key);
+      iarg += 2;
+    } else if (key == "out_file") {
+      file = value("out_file", "a file name");
+      devi_keywords.push_back(key);
+      iarg += 2;
+    } else if (key == "atomic") {
+      atomic = 1;
+      devi_keywords.push_back(key);
+      iarg += 1;
+    } else if (key == "relative") {
+      relative = level("relative");
+      devi_keywords.push_back(key);
+      iarg += 2;
+    } else if (key == "relative_v") {
+      relative_v = level("relative_v");
+      devi_keywords.push_back(key);
+      iarg += 2;
     } else {
-      error->all(FLERR, "pair_style qnn: unknown keyword '{}' (known: mode, device, threads)", arg[iarg]);
+      error->all(FLERR, "pair_style qnn: unknown keyword '{}' (known: mode, device, threads, out_freq, out_file, "
+                        "atomic, relative, relative_v), or a model file listed after a keyword; expected {}",
+                 key, kUsage);
     }
   }
+  const std::string missing = first_missing_member(lmp, paths);
+  if (!missing.empty())
+    error->all(FLERR, "pair_style qnn: '{}' is neither a model file (no such file) nor a keyword (unknown keyword "
+                      "'{}'; known: mode, device, threads, out_freq, out_file, atomic, relative, relative_v); expected {}",
+               missing, missing, kUsage);
+  if (paths.size() == 1 && !devi_keywords.empty())
+    error->all(FLERR, "pair_style qnn: '{}' needs a committee of two or more model files (pair_style qnn m1.qnn "
+                      "m2.qnn ... {}); one model has no model deviation", devi_keywords.front(),
+               devi_keywords.front());
   qnn::Mode mode = qnn::Mode::FP32;
   if (!mode_arg.empty()) {
     try {
@@ -139,59 +244,101 @@ void PairQNN::settings(int narg, char **arg)
       error->all(FLERR, "pair_style qnn: {}", e.what());
     }
   }
+  if (paths.size() > 1) {
+    const std::string why = out_file_problem(lmp, file);
+    if (!why.empty()) error->all(FLERR, "pair_style qnn: {}", why);
+  }
 
   // Every call into the core is guarded here, at the plugin's boundary: a qnn::Error (or any
   // other exception of the core) becomes one LAMMPS error naming the file. No error->all()
-  // inside a try block, so LAMMPS's own exception is never caught here.
+  // inside a try block, so LAMMPS's own exception is never caught here. Nothing is kept
+  // (and no file written) unless every model loads.
   delete impl;
   impl = nullptr;
+  close_out_file();
+  model_path = paths[0];
   const int cuda_device = device == qnn::Device::Cuda ? pick_cuda_device(lmp) : -1;
-  qnn::Model model = qnn_plugin::read_model_all_ranks(lmp, model_path, "pair_style qnn");
-  if (mode_arg.empty()) {
-    try {
-      mode = qnn::default_mode(model);
-    } catch (const std::exception &e) {
-      error->all(FLERR, "pair_style qnn: {}: default mode: {}; choose one with 'mode ...'", model_path,
-                 e.what());
+  auto load = [&](const std::string &path, qnn::Model &model, std::unique_ptr<qnn::Evaluator> &evaluator,
+                  std::string &mode_name) {
+    model = qnn_plugin::read_model_all_ranks(lmp, path, "pair_style qnn");
+    qnn::Mode m = mode;
+    if (mode_arg.empty()) {
+      std::string bad;
+      try {
+        m = qnn::default_mode(model);
+      } catch (const std::exception &e) {
+        bad = e.what();
+      }
+      if (!bad.empty())
+        error->all(FLERR, "pair_style qnn: {}: default mode: {}; choose one with 'mode ...'", path, bad);
     }
-  }
-  std::string why;
-  try {
-    why = qnn::mode_unsupported_reason(model, mode);
-  } catch (const std::exception &e) {
-    why = e.what();
-  }
-  if (!why.empty())
-    error->all(FLERR, "pair_style qnn: {} cannot run in mode {}: {}", model_path, qnn::to_string(mode), why);
-
-  impl = new QNNImpl;
-  impl->model = std::move(model);
-  impl->model_file = model_path;
-  impl->mode_name = qnn::to_string(mode);
-  std::string failure, summary;
-  try {
-    qnn::ensure_kokkos_initialized(nthreads);
+    std::string why;
+    try {
+      why = qnn::mode_unsupported_reason(model, m);
+    } catch (const std::exception &e) {
+      why = e.what();
+    }
+    if (!why.empty())
+      error->all(FLERR, "pair_style qnn: {} cannot run in mode {}: {}", path, qnn::to_string(m), why);
+    std::string failure;
+    try {
+      qnn::ensure_kokkos_initialized(nthreads);
 #ifdef QNN_HAVE_CUDA
-    if (device == qnn::Device::Cuda)
-      impl->evaluator = qnn::cuda::make_cuda_evaluator(impl->model, mode, cuda_device);
-    else
+      if (device == qnn::Device::Cuda)
+        evaluator = qnn::cuda::make_cuda_evaluator(model, m, cuda_device);
+      else
 #else
-    (void) cuda_device;
+      (void) cuda_device;
 #endif
-      impl->evaluator = qnn::make_evaluator(impl->model, mode, qnn::ExecSpace::OpenMP);
-    summary = qnn::describe(impl->model);
+        evaluator = qnn::make_evaluator(model, m, qnn::ExecSpace::OpenMP);
+    } catch (const std::exception &e) {
+      failure = e.what();
+    }
+    if (!failure.empty())
+      error->all(FLERR, "pair_style qnn: {} in mode {}: {}", path, qnn::to_string(m), failure);
+    mode_name = qnn::to_string(m);
+  };
+
+  auto state = std::make_unique<QNNImpl>();
+  load(paths[0], state->model, state->evaluator, state->mode_name);
+  state->model_file = paths[0];
+  for (std::size_t k = 1; k < paths.size(); k++) {
+    QNNMember member;
+    load(paths[k], member.model, member.evaluator, member.mode_name);
+    const std::string why = qnn::devi::committee_mismatch(state->model, paths[0], member.model, paths[k]);
+    if (!why.empty()) error->all(FLERR, "pair_style qnn: {}", why);
+    member.model_file = paths[k];
+    state->committee.push_back(std::move(member));
+  }
+  std::string summary;
+  try {
+    summary = qnn::describe(state->model);
   } catch (const std::exception &e) {
-    failure = e.what();
+    summary = std::string("(no summary: ") + e.what() + ")\n";
   }
-  if (!failure.empty()) {
-    delete impl;
-    impl = nullptr;
-    error->all(FLERR, "pair_style qnn: {} in mode {}: {}", model_path, qnn::to_string(mode), failure);
-  }
+  impl = state.release();
+  out_freq = freq;
+  out_file = file;
+  out_atomic = atomic;
+  out_relative = relative;
+  out_relative_v = relative_v;
+  // The reverse communication carries either forces and per-atom virials (newton off) or, on
+  // output steps, every model's forces.
+  comm_reverse = comm_reverse_off = std::max(9, 3 * static_cast<int>(paths.size()));
   cutoff = impl->model.rcut;
-  if (comm->me == 0)
+  if (comm->me == 0) {
     utils::logmesg(lmp, "pair_style qnn: loaded {}\n{}pair_style qnn: mode {}{}: {}\n", model_path, summary,
-                   qnn::to_string(mode), mode_arg.empty() ? " (the file's default)" : "", impl->evaluator->describe());
+                   impl->mode_name, mode_arg.empty() ? " (the file's default)" : "", impl->evaluator->describe());
+    for (std::size_t k = 0; k < impl->committee.size(); k++)
+      utils::logmesg(lmp, "pair_style qnn: committee model {} {}: mode {}: {}\n", k + 2, paths[k + 1],
+                     impl->committee[k].mode_name, impl->committee[k].evaluator->describe());
+    if (!impl->committee.empty())
+      utils::logmesg(lmp, "pair_style qnn: committee of {} models (the first drives the dynamics): model deviation "
+                          "every {} steps to {}{}{}{}\n", paths.size(), out_freq, out_file,
+                     out_atomic ? ", per atom" : "",
+                     out_relative ? fmt::format(", relative {}", *out_relative) : std::string(),
+                     out_relative_v ? fmt::format(", relative_v {}", *out_relative_v) : std::string());
+  }
   // A pair_style qnn that replaces an earlier one keeps LAMMPS's pair_coeff settings: map the
   // elements of that pair_coeff onto the new model's species (its order may differ).
   remap_species();
@@ -375,6 +522,7 @@ void PairQNN::compute(int eflag, int vflag)
     g.species.resize(g.ntotal);
     for (int a = 0; a < g.ntotal; a++) g.species[a] = type2species[type[impl->graph2atom[a]]];
     impl->topology_valid = true;
+    impl->topology_stamp++;
     impl->topology_nall = nall;
     impl->topology_inum = inum;
   }
@@ -395,6 +543,7 @@ void PairQNN::compute(int eflag, int vflag)
   qnn::EvalOptions opt;
   opt.atom_energy = eflag_atom != 0 || !observers.empty();
   opt.atom_virial = vflag_atom != 0;
+  opt.topology = impl->topology_stamp;
   // The graph carries no reverse index: the engine builds its own in one pass (no
   // build-then-verify twice per step).
   try {
@@ -405,6 +554,21 @@ void PairQNN::compute(int eflag, int vflag)
   impl->step = step;
   const qnn::EvalResult &r = impl->result;
   check_finite(error, r, g.ntotal, impl->graph2atom, atom->tag, update->ntimestep, model_path);
+  // A committee's other models: on output steps only, on the same graph.
+  const bool devi_step = !impl->committee.empty() && step % out_freq == 0;
+  if (devi_step) {
+    qnn::EvalOptions mopt;
+    mopt.atom_energy = false;
+    mopt.topology = impl->topology_stamp;
+    for (QNNMember &m : impl->committee) {
+      try {
+        m.evaluator->compute(g, m.result, mopt);
+      } catch (const qnn::Error &e) {
+        error->one(FLERR, "pair_style qnn: {}: {}", m.model_file, e.what());
+      }
+      check_finite(error, m.result, g.ntotal, impl->graph2atom, atom->tag, step, m.model_file);
+    }
+  }
 
   // With newton off LAMMPS neither clears nor reverse-communicates ghost forces: we set
   // them here and send them home in the reverse communication below.
@@ -430,9 +594,99 @@ void PairQNN::compute(int eflag, int vflag)
     reverse_vatom = vflag_atom ? 1 : 0;
     comm->reverse_comm(this, reverse_vatom ? 9 : 3);
   }
+  if (devi_step) write_model_devi();
 
   // Collective on all ranks (every rank runs the pair style on the same steps).
   for (QNNObserver *obs : observers) obs->observe(*impl);
+}
+
+/* ----------------------------------------------------------------------
+   one line of the model-deviation file (pair_style deepmd's format, qnn::devi): every
+   model's forces folded home, ε_F of each owned atom, gathered to rank 0 by atom ID and
+   summarised there in ID order; each model's virial summed over the ranks. Collective.
+------------------------------------------------------------------------- */
+
+void PairQNN::write_model_devi()
+{
+  const qnn::NeighborGraph &g = impl->graph;
+  const int nmodels = 1 + static_cast<int>(impl->committee.size());
+  const int stride = 3 * nmodels;
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  std::vector<const qnn::EvalResult *> results = {&impl->result};
+  for (const QNNMember &m : impl->committee) results.push_back(&m.result);
+
+  devi_force.assign(static_cast<std::size_t>(nall) * stride, 0.0);
+  for (int a = 0; a < g.ntotal; a++) {
+    double *fi = &devi_force[static_cast<std::size_t>(impl->graph2atom[a]) * stride];
+    for (int k = 0; k < nmodels; k++)
+      for (int d = 0; d < 3; d++) fi[3 * k + d] += results[k]->force[3 * a + d];
+  }
+  reverse_devi = 1;
+  comm->reverse_comm(this, stride);
+  reverse_devi = 0;
+
+  // ε_F of every owned atom (atoms of NULL types have zero forces in every model: ε_F = 0,
+  // as in pair_style deepmd, and they count in the average).
+  devi_atom.resize(nlocal);
+  std::vector<const double *> atom_forces(nmodels);
+  for (int i = 0; i < nlocal; i++) {
+    for (int k = 0; k < nmodels; k++) atom_forces[k] = &devi_force[static_cast<std::size_t>(i) * stride + 3 * k];
+    devi_atom[i] = qnn::devi::atom_force_deviation(atom_forces, out_relative);
+  }
+  // Gathered by atom ID, so that the summary (a sum) and the per-atom columns do not depend
+  // on the decomposition.
+  const int me = comm->me;
+  const int nprocs = comm->nprocs;
+  std::vector<int> counts(nprocs), displs(nprocs, 0);
+  MPI_Gather(&nlocal, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, world);
+  if (me == 0)
+    for (int p = 1; p < nprocs; p++) displs[p] = displs[p - 1] + counts[p - 1];
+  const int ntotal = me == 0 ? displs[nprocs - 1] + counts[nprocs - 1] : 0;
+  std::vector<tagint> tags(ntotal);
+  std::vector<double> values(ntotal);
+  MPI_Gatherv(atom->tag, nlocal, MPI_LMP_TAGINT, tags.data(), counts.data(), displs.data(), MPI_LMP_TAGINT, 0,
+              world);
+  MPI_Gatherv(devi_atom.data(), nlocal, MPI_DOUBLE, values.data(), counts.data(), displs.data(), MPI_DOUBLE, 0,
+              world);
+  // Each model's virial over the whole system.
+  std::vector<double> vlocal(6 * nmodels), vall(6 * nmodels);
+  for (int k = 0; k < nmodels; k++)
+    for (int q = 0; q < 6; q++) vlocal[6 * k + q] = results[k]->virial[q];
+  MPI_Reduce(vlocal.data(), vall.data(), 6 * nmodels, MPI_DOUBLE, MPI_SUM, 0, world);
+  if (me != 0) return;
+
+  std::vector<int> order(ntotal);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int a, int b) { return tags[a] < tags[b]; });
+  std::vector<double> by_tag(ntotal);
+  for (int n = 0; n < ntotal; n++) by_tag[n] = values[order[n]];
+  const double natoms = static_cast<double>(atom->natoms);
+  std::vector<std::array<double, 6>> v6(nmodels);
+  std::vector<std::array<double, 9>> v9(nmodels);
+  for (int k = 0; k < nmodels; k++) {
+    for (int q = 0; q < 6; q++) v6[k][q] = vall[6 * k + q];
+    v9[k] = qnn::devi::virial9(v6[k], natoms);
+  }
+  const qnn::devi::Summary fs = qnn::devi::summarize(by_tag.data(), by_tag.size());
+  const qnn::devi::Summary vs =
+      qnn::devi::virial_deviation(v9, out_relative_v, qnn::devi::VirialRelative::PerComponent);
+  std::string line;
+  if (!out_fp) {
+    out_fp = std::fopen(out_file.c_str(), "w");
+    if (!out_fp)
+      error->one(FLERR, "pair_style qnn: cannot open out_file {} for writing: {}", out_file, strerror(errno));
+    line = qnn::devi::lammps_header(out_atomic != 0);
+  }
+  line += qnn::devi::lammps_row(update->ntimestep, vs, fs, out_atomic ? by_tag.data() : nullptr, by_tag.size());
+  if (std::fputs(line.c_str(), out_fp) < 0 || std::fflush(out_fp) != 0)
+    error->one(FLERR, "pair_style qnn: cannot write out_file {}: {}", out_file, strerror(errno));
+}
+
+void PairQNN::close_out_file()
+{
+  if (out_fp) std::fclose(out_fp);
+  out_fp = nullptr;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -440,6 +694,12 @@ void PairQNN::compute(int eflag, int vflag)
 int PairQNN::pack_reverse_comm(int n, int first, double *buf)
 {
   int m = 0;
+  if (reverse_devi) {
+    const int stride = 3 * (1 + static_cast<int>(impl->committee.size()));
+    for (int i = first; i < first + n; i++)
+      for (int q = 0; q < stride; q++) buf[m++] = devi_force[static_cast<std::size_t>(i) * stride + q];
+    return m;
+  }
   double **f = atom->f;
   for (int i = first; i < first + n; i++) {
     buf[m++] = f[i][0];
@@ -454,6 +714,12 @@ int PairQNN::pack_reverse_comm(int n, int first, double *buf)
 void PairQNN::unpack_reverse_comm(int n, int *list_, double *buf)
 {
   int m = 0;
+  if (reverse_devi) {
+    const int stride = 3 * (1 + static_cast<int>(impl->committee.size()));
+    for (int i = 0; i < n; i++)
+      for (int q = 0; q < stride; q++) devi_force[static_cast<std::size_t>(list_[i]) * stride + q] += buf[m++];
+    return;
+  }
   double **f = atom->f;
   for (int i = 0; i < n; i++) {
     const int j = list_[i];
@@ -481,6 +747,8 @@ double PairQNN::memory_usage()
     bytes += (double) impl->graph.neighbors.capacity() * sizeof(int) * 2;
     bytes += (double) impl->graph.positions.capacity() * sizeof(double);
     bytes += (double) impl->result.force.capacity() * sizeof(double);
+    for (const QNNMember &m : impl->committee) bytes += (double) m.result.force.capacity() * sizeof(double);
   }
+  bytes += (double) (devi_force.capacity() + devi_atom.capacity()) * sizeof(double);
   return bytes;
 }

@@ -1,6 +1,7 @@
 /* -*- c++ -*- ----------------------------------------------------------
    pair_style qnn: quantized neural-network potentials (qnn core library).
-   Thin glue: LAMMPS neighbour list -> qnn::NeighborGraph -> qnn engine -> LAMMPS arrays.
+   Thin glue: LAMMPS neighbour list -> qnn::NeighborGraph -> qnn engine -> LAMMPS arrays; with
+   several model files, a committee whose model deviation it writes (pair_style deepmd's out_file).
    See docs/lammps.md.
 ------------------------------------------------------------------------- */
 #ifdef PAIR_CLASS
@@ -14,6 +15,8 @@ PairStyle(qnn,PairQNN);
 
 #include "pair.h"
 
+#include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,8 +48,21 @@ class PairQNN : public Pair {
   int nthreads;
   int reverse_vatom;               // reverse communication carries vatom too (newton off)
 
+  // Committee model deviation (pair_style deepmd's out_freq, out_file, atomic, relative,
+  // relative_v), written on rank 0 every out_freq steps when there are two or more models.
+  int out_freq;
+  std::string out_file;
+  int out_atomic;
+  std::optional<double> out_relative, out_relative_v;
+  std::FILE *out_fp;               // rank 0: opened at the first output step, kept across runs
+  int reverse_devi;                // reverse communication carries devi_force (the committee's forces)
+  std::vector<double> devi_force;  // (nall, 3K) each model's force on each atom, ghosts folded home
+  std::vector<double> devi_atom;   // (nlocal) per-atom force deviation
+
   void allocate();
   void remap_species();
+  void close_out_file();
+  void write_model_devi();
 };
 
 }    // namespace LAMMPS_NS

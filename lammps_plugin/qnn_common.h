@@ -15,6 +15,7 @@
 #include "qnn/graph/graph.hpp"
 #include "qnn/format/model.hpp"
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,7 +24,18 @@ namespace LAMMPS_NS {
 
 class LAMMPS;
 
+// A further model of a committee (`pair_style qnn m1.qnn m2.qnn ...`): evaluated on the pair
+// style's graph on model-deviation output steps only (docs/lammps.md, "Committee models").
+struct QNNMember {
+  qnn::Model model;
+  std::string model_file;                       // as given to pair_style
+  std::string mode_name;
+  std::unique_ptr<qnn::Evaluator> evaluator;
+  qnn::EvalResult result;                       // of the last output step (not folded)
+};
+
 // The pair style's core objects and the buffers of its last evaluation, reused across steps.
+// The model, evaluator and result are those of the first model, which drives the dynamics.
 struct QNNImpl {
   qnn::Model model;
   std::string model_file;                       // as given to pair_style
@@ -39,6 +51,8 @@ struct QNNImpl {
   bool topology_valid = false;
   int topology_nall = -1;
   int topology_inum = -1;
+  std::uint64_t topology_stamp = 0;             // bumped at every rebuild (EvalOptions::topology)
+  std::vector<QNNMember> committee;             // models 2..K of a committee; empty for one model
 };
 
 // An observer of pair_style qnn's evaluations (compute qnn/deviation). PairQNN::compute()

@@ -11,6 +11,7 @@ void register_bench(CLI::App& app);
 void register_quantize(CLI::App& app);
 void register_sweep(CLI::App& app);
 void register_repulsion(CLI::App& app);
+void register_model_devi(CLI::App& app);
 #ifdef QNN_HAVE_HDF5
 void register_import(CLI::App& app);
 #endif

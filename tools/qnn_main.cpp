@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   qnn::cli::register_quantize(app);
   qnn::cli::register_sweep(app);
   qnn::cli::register_repulsion(app);
+  qnn::cli::register_model_devi(app);
 #ifdef QNN_HAVE_HDF5
   qnn::cli::register_import(app);
 #endif
