@@ -12,9 +12,13 @@
 #include <string>
 #include <vector>
 
+#include <cstdio>
 #include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include "qnn/committee/model_devi.hpp"
+#include "qnn/data/data.hpp"
+#include "qnn/data/lammps_dump.hpp"
 #include "qnn/error.hpp"
 #include "qnn/format/model.hpp"
 
@@ -199,6 +203,93 @@ TEST(ModelDevi, CommitteeMismatchNamesFilesAndDifference) {
   b.rcut = 5.5;
   EXPECT_EQ(devi::committee_mismatch(a, "a.qnn", b, "b.qnn"),
             "b.qnn has cutoff 5.5 A but a.qnn has cutoff 6 A; the models of a committee must have the same cutoff");
+}
+
+// ---- LAMMPS dump frames (qnn model-devi --dump)
+
+std::string temp_file(const std::string& name, const std::string& text) {
+  const std::string path = "/tmp/qnn_test_dump_" + std::to_string(getpid()) + "_" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+std::string expect_error(const std::string& path, const std::vector<std::string>& type_map) {
+  try {
+    read_lammps_dump(path, type_map, {"O", "H"});
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+// Frames 0 and 1 of data_2 written as an orthogonal dump (atoms in reverse id order, box not
+// at the origin) read back as the same cells and positions, in id order.
+TEST(LammpsDump, OrthogonalFramesEqualTheNpyFrames) {
+  const System sys = read_system(std::string(QNN_WATER_DATA_DIR) + "/data_2", {"O", "H"});
+  std::ostringstream d;
+  d.precision(17);
+  for (int f = 0; f < 2; ++f) {
+    const Cell c = sys.cell(f);
+    const std::vector<double> x = sys.positions(f);
+    d << "ITEM: TIMESTEP\n" << 10 * f << "\nITEM: NUMBER OF ATOMS\n" << sys.natoms
+      << "\nITEM: BOX BOUNDS pp pp pp\n";
+    for (int k = 0; k < 3; ++k) d << -1.5 << " " << c[4 * k] - 1.5 << "\n";
+    d << "ITEM: ATOMS id type xu yu zu\n";
+    for (int i = sys.natoms - 1; i >= 0; --i)
+      d << i + 1 << " " << sys.types[i] + 1 << " " << x[3 * i] - 1.5 << " " << x[3 * i + 1] - 1.5 << " "
+        << x[3 * i + 2] - 1.5 << "\n";
+  }
+  const std::string path = temp_file("ortho.dump", d.str());
+  const DumpFrames got = read_lammps_dump(path, {"O", "H"}, {"O", "H"});
+  std::remove(path.c_str());
+  ASSERT_EQ(got.system.nframes, 2);
+  EXPECT_EQ(got.steps, (std::vector<long long>{0, 10}));
+  EXPECT_EQ(got.system.species, sys.species);
+  for (int f = 0; f < 2; ++f) {
+    const Cell a = got.system.cell(f), b = sys.cell(f);
+    for (int k = 0; k < 9; ++k) EXPECT_NEAR(a[k], b[k], 1e-12) << "frame " << f << " cell " << k;
+    const std::vector<double> xa = got.system.positions(f), xb = sys.positions(f);
+    for (std::size_t q = 0; q < xa.size(); ++q) EXPECT_NEAR(xa[q], xb[q], 1e-12) << "frame " << f << " coord " << q;
+  }
+}
+
+// A triclinic dump's bounding box (LAMMPS: xlo_bound = xlo + min(0, xy, xz, xy + xz), ...)
+// back to the cell rows a = (lx, 0, 0), b = (xy, ly, 0), c = (xz, yz, lz).
+TEST(LammpsDump, TriclinicBoundsGiveTheCell) {
+  const std::string path = temp_file("tri.dump",
+                                     "ITEM: TIMESTEP\n5\nITEM: NUMBER OF ATOMS\n2\nITEM: BOX BOUNDS xy xz yz pp pp pp\n"
+                                     "-2 11 1\n0 9.5 -2\n0 8 0.5\nITEM: ATOMS id type x y z\n2 1 1 2 3\n1 2 4 5 6\n");
+  const DumpFrames got = read_lammps_dump(path, {"O", "H"}, {"O", "H"});
+  std::remove(path.c_str());
+  const Cell c = got.system.cell(0);
+  const Cell want = {10, 0, 0, 1, 9, 0, -2, 0.5, 8};
+  for (int k = 0; k < 9; ++k) EXPECT_DOUBLE_EQ(c[k], want[k]) << k;
+  EXPECT_EQ(got.system.species, (std::vector<int>{1, 0}));  // id 1 is type 2 (H)
+  EXPECT_EQ(got.system.positions(0), (std::vector<double>{4, 5, 6, 1, 2, 3}));
+}
+
+TEST(LammpsDump, RefusesWhatItCannotEvaluate) {
+  const std::string head = "ITEM: TIMESTEP\n0\nITEM: NUMBER OF ATOMS\n2\n";
+  const std::string box = "ITEM: BOX BOUNDS pp pp pp\n0 10\n0 10\n0 10\n";
+  const std::string atoms = "ITEM: ATOMS id type x y z\n1 1 1 1 1\n2 2 2 2 2\n";
+  std::string p = temp_file("f.dump", head + "ITEM: BOX BOUNDS pp pp ff\n0 10\n0 10\n0 10\n" + atoms);
+  EXPECT_NE(expect_error(p, {"O", "H"}).find("boundary 'ff'"), std::string::npos) << expect_error(p, {"O", "H"});
+  p = temp_file("cols.dump", head + box + "ITEM: ATOMS id type xs ys zs\n1 1 .1 .1 .1\n2 2 .2 .2 .2\n");
+  EXPECT_NE(expect_error(p, {"O", "H"}).find("needs the columns id, type and x y z (or xu yu zu); it has: id type xs ys zs"),
+            std::string::npos)
+      << expect_error(p, {"O", "H"});
+  p = temp_file("types.dump", head + box + "ITEM: ATOMS id type x y z\n1 1 1 1 1\n2 3 2 2 2\n");
+  EXPECT_NE(expect_error(p, {"O", "H"}).find("has atom type 3 but --type-map names 2 type(s)"), std::string::npos);
+  p = temp_file("el.dump", head + box + atoms);
+  EXPECT_NE(expect_error(p, {"O", "C"}).find("element C (atom type 2) is not a species of the model"),
+            std::string::npos);
+  p = temp_file("atoms.dump", head + box + atoms + "ITEM: TIMESTEP\n10\nITEM: NUMBER OF ATOMS\n2\n" + box +
+                                  "ITEM: ATOMS id type x y z\n1 1 1 1 1\n3 2 2 2 2\n");
+  EXPECT_NE(expect_error(p, {"O", "H"}).find("frame of timestep 10 has other atoms"), std::string::npos);
+  p = temp_file("cut.dump", head + box + "ITEM: ATOMS id type x y z\n1 1 1 1 1\n");
+  EXPECT_NE(expect_error(p, {"O", "H"}).find("the file ends inside a frame"), std::string::npos);
+  for (const char* n : {"f.dump", "cols.dump", "types.dump", "el.dump", "atoms.dump", "cut.dump"})
+    std::remove(("/tmp/qnn_test_dump_" + std::to_string(getpid()) + "_" + n).c_str());
 }
 
 }  // namespace

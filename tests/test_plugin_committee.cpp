@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -189,6 +190,39 @@ TEST(Committee, DynamicsAreTheFirstModels) {
   const auto four = final_positions("pair_style qnn" + committee_args() + " mode fp32 out_freq 3 out_file " + out);
   EXPECT_EQ(alone, four);
   if (g_rank == 0) std::remove(out.c_str());
+}
+
+// The two drivers of the same definitions agree: the model deviation pair_style qnn writes
+// during a run (forces folded home by reverse communication) equals what `qnn model-devi --dump`
+// computes afterwards from the dumped frames (a periodic graph of its own).
+TEST(Committee, RunFileEqualsQnnModelDeviOnItsDump) {
+  const std::string out = shared_path("run.out"), dump = shared_path("run.dump"), cli = shared_path("cli.out");
+  ASSERT_EQ(run_md(MPI_COMM_WORLD, "pair_style qnn" + committee_args() + " mode fp64 out_freq 10 atomic relative 0.5 out_file " +
+                                       out + "\ndump d all custom 10 " + dump +
+                                       " id type x y z\ndump_modify d sort id format float %.17g",
+                   30),
+            "");
+  if (g_rank == 0) {
+    const std::string cmd = std::string(QNN_CLI_PATH) + " model-devi -m" + committee_args() + " --mode fp64 --atomic " +
+                            "--relative 0.5 --dump " + dump + " --type-map O H -o " + cli + " > /dev/null";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    const Table run = parse(out), offline = parse(cli);
+    ASSERT_EQ(run.rows.size(), 4u);
+    ASSERT_EQ(offline.rows.size(), 4u);
+    double worst = 0;
+    for (std::size_t r = 0; r < 4; ++r) {
+      ASSERT_EQ(run.rows[r].size() + 1, offline.rows[r].size());  // dp's file has devi_e
+      EXPECT_EQ(run.rows[r][0], offline.rows[r][0]);               // the step
+      for (std::size_t c = 1; c < run.rows[r].size(); ++c) {
+        const std::size_t oc = c <= 6 ? c : c + 1;                 // skip devi_e
+        worst = std::max(worst, std::abs(run.rows[r][c] - offline.rows[r][oc]) / std::abs(offline.rows[r][oc]));
+      }
+    }
+    std::printf("pair_style qnn's file against qnn model-devi --dump: largest relative difference %.2e\n", worst);
+    EXPECT_LE(worst, 2e-6);  // the last printed digit
+    for (const std::string& p : {out, dump, cli}) std::remove(p.c_str());
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
 }
 
 // A refused committee: one error containing every needle, and no out_file.

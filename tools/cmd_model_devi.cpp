@@ -1,6 +1,6 @@
 // `qnn model-devi -m m1.qnn m2.qnn ... -s SYSTEM [SYSTEM ...] -o model_devi.out [--mode M]`:
 // DeePMD-kit's `dp model-devi` for qnn files: the model deviation of a committee on every frame
-// of DeePMD npy systems, in dp model-devi's file format (per system: a '#' line with the system
+// of DeePMD npy systems (and of LAMMPS dump files: --dump FILE --type-map O H), in dp model-devi's file format (per system: a '#' line with the system
 // path, a '#' line with the column names, then step, max/min/avg virial deviation, max/min/avg
 // force deviation, devi_e, and with --atomic the per-atom force deviation). The definitions are
 // qnn::devi's (src/qnn/committee/model_devi.hpp), shared with pair_style qnn. Each frame's
@@ -20,6 +20,7 @@
 #include "commands.hpp"
 #include "qnn/committee/model_devi.hpp"
 #include "qnn/data/data.hpp"
+#include "qnn/data/lammps_dump.hpp"
 #include "qnn/engine/evaluator.hpp"
 #include "qnn/error.hpp"
 #include "qnn/format/model.hpp"
@@ -30,6 +31,8 @@ namespace {
 struct ModelDeviArgs {
   std::vector<std::string> models;
   std::vector<std::string> systems;
+  std::vector<std::string> dumps;
+  std::vector<std::string> type_map;
   std::string output = "model_devi.out";
   std::string mode = "auto";
   int frequency = 1;
@@ -74,6 +77,9 @@ void run_model_devi(const ModelDeviArgs& a) {
   for (const auto& [name, level] : {std::pair{"--relative", a.relative}, std::pair{"--relative_v", a.relative_v}})
     if (level && !(*level > 0.0 && std::isfinite(*level)))
       throw Error(std::string(name) + " must be a positive level, got " + std::to_string(*level));
+  if (a.systems.empty() && a.dumps.empty()) throw Error("give the frames: -s SYSTEM (DeePMD npy) or --dump FILE");
+  if (!a.dumps.empty() && a.type_map.empty())
+    throw Error("--dump needs --type-map: the element of each LAMMPS atom type, e.g. --type-map O H");
   check_output_path(a.output, "-o " + a.output);
   std::vector<std::string> dirs;
   for (const std::string& s : a.systems)
@@ -107,9 +113,9 @@ void run_model_devi(const ModelDeviArgs& a) {
   opt.atom_energy = false;
   long long total_frames = 0;
   double worst = 0.0;
-  for (const std::string& dir : dirs) {
-    const System sys = read_system(dir, first.species);
-    text += devi::dp_header(dir, a.atomic);
+  // One system's frames: the header, then one line per frame (step = steps[f]).
+  auto evaluate = [&](const System& sys, const std::vector<long long>& steps) {
+    text += devi::dp_header(sys.path, a.atomic);
     const std::size_t natoms = static_cast<std::size_t>(sys.natoms);
     std::vector<std::vector<double>> forces(nmodels);
     std::vector<const double*> fptr(nmodels);
@@ -128,16 +134,26 @@ void run_model_devi(const ModelDeviArgs& a) {
       devi::force_deviation(fptr, natoms, a.relative, atom_devi.data());
       const devi::Summary fs = devi::summarize(atom_devi.data(), natoms);
       const devi::Summary vs = devi::virial_deviation(virials, a.relative_v, devi::VirialRelative::TensorNorm);
-      text += devi::dp_row(static_cast<long long>(f) * a.frequency, vs, fs, devi::energy_deviation(energies),
+      text += devi::dp_row(steps[static_cast<std::size_t>(f)], vs, fs, devi::energy_deviation(energies),
                            a.atomic ? atom_devi.data() : nullptr, natoms);
       worst = std::max(worst, fs.max);
     }
-    std::printf("%s: %d frames\n", dir.c_str(), sys.nframes);
+    std::printf("%s: %d frames\n", sys.path.c_str(), sys.nframes);
     total_frames += sys.nframes;
+  };
+  for (const std::string& dir : dirs) {
+    const System sys = read_system(dir, first.species);
+    std::vector<long long> steps(static_cast<std::size_t>(sys.nframes));
+    for (int f = 0; f < sys.nframes; ++f) steps[static_cast<std::size_t>(f)] = static_cast<long long>(f) * a.frequency;
+    evaluate(sys, steps);
+  }
+  for (const std::string& dump : a.dumps) {
+    const DumpFrames d = read_lammps_dump(dump, a.type_map, first.species);
+    evaluate(d.system, d.steps);
   }
   write_file_atomic(a.output, std::vector<char>(text.begin(), text.end()));
   std::printf("wrote %s: %lld frames of %zu systems, %zu models; largest max_devi_f %.6e eV/A\n", a.output.c_str(),
-              total_frames, dirs.size(), nmodels, worst);
+              total_frames, dirs.size() + a.dumps.size(), nmodels, worst);
 }
 
 }  // namespace
@@ -151,8 +167,11 @@ void register_model_devi(CLI::App& app) {
       ->required()
       ->check(CLI::ExistingFile);
   sub->add_option("-s,--system", args->systems,
-                  "DeePMD system directories; each is searched recursively for systems (directories with type.raw)")
-      ->required();
+                  "DeePMD system directories; each is searched recursively for systems (directories with type.raw)");
+  sub->add_option("--dump", args->dumps,
+                  "LAMMPS text dump files (columns id type x y z or xu yu zu); the step column is the dump's timestep")
+      ->check(CLI::ExistingFile);
+  sub->add_option("--type-map", args->type_map, "with --dump: the element of LAMMPS atom type 1, 2, ... (e.g. O H)");
   sub->add_option("-o,--output", args->output, "the output file (default model_devi.out; replaced, not appended to)");
   sub->add_option("--mode", args->mode,
                   "execution mode of every model: auto (default: each file's own mode) or a mode of `pair_style qnn`");
