@@ -117,6 +117,16 @@ int pick_cuda_device(LAMMPS *lmp)
 #endif
 }
 
+// `text` of rank `root` on every rank.
+std::string broadcast(LAMMPS *lmp, std::string text, int root)
+{
+  int len = static_cast<int>(text.size());
+  MPI_Bcast(&len, 1, MPI_INT, root, lmp->world);
+  text.resize(static_cast<std::size_t>(len));
+  if (len > 0) MPI_Bcast(text.data(), len, MPI_CHAR, root, lmp->world);
+  return text;
+}
+
 // Empty when rank 0 may create and write `path` (checked before anything is written), else why not.
 std::string out_file_problem(LAMMPS *lmp, const std::string &path)
 {
@@ -130,11 +140,7 @@ std::string out_file_problem(LAMMPS *lmp, const std::string &path)
       why = e.what();
     }
   }
-  int len = static_cast<int>(why.size());
-  MPI_Bcast(&len, 1, MPI_INT, 0, lmp->world);
-  why.resize(static_cast<std::size_t>(len));
-  if (len > 0) MPI_Bcast(why.data(), len, MPI_CHAR, 0, lmp->world);
-  return why;
+  return broadcast(lmp, why, 0);
 }
 
 // The first of paths[1..] that does not exist on rank 0 ("" if none), on every rank: such a
@@ -145,11 +151,7 @@ std::string first_missing_member(LAMMPS *lmp, const std::vector<std::string> &pa
   if (lmp->comm->me == 0)
     for (std::size_t k = 1; k < paths.size() && missing.empty(); k++)
       if (access(paths[k].c_str(), F_OK) != 0) missing = paths[k];
-  int len = static_cast<int>(missing.size());
-  MPI_Bcast(&len, 1, MPI_INT, 0, lmp->world);
-  missing.resize(static_cast<std::size_t>(len));
-  if (len > 0) MPI_Bcast(missing.data(), len, MPI_CHAR, 0, lmp->world);
-  return missing;
+  return broadcast(lmp, missing, 0);
 }
 
 }    // namespace
