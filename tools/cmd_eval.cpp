@@ -254,8 +254,8 @@ void register_eval(CLI::App& app) {
       ->check(CLI::ExistingDirectory);
   sub->add_option("--json", args->json_out, "also write the report as JSON to this file");
   sub->add_option("--mode", args->mode,
-                  "execution mode: auto (default: the file's own mode), fp32, weight-only, int8, mixed")
-      ->check(CLI::IsMember({"auto", "fp32", "weight-only", "int8", "mixed"}));
+                  "execution mode: auto (default: the file's own mode), fp32, weight-only, w8a16, int8, mixed")
+      ->check(CLI::IsMember({"auto", "fp32", "weight-only", "w8a16", "int8", "mixed"}));
   sub->add_option("--precision", args->precision, "mode fp32 only: engine arithmetic double (default) or float")
       ->check(CLI::IsMember({"double", "float"}));
   sub->add_option("--threads", args->threads, "OpenMP threads (default: Kokkos' default)");
